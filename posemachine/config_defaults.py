@@ -1,0 +1,111 @@
+"""The full configuration schema with its defaults, and validation of user configs.
+
+Every `configs/*.py` starts from `get_config()` here and overrides fields; `validate`
+rejects keys that are not in this schema (typos) and values of the wrong type, naming them.
+Model sizes default to the paper's (1024 wide, two LSTM layers, six-layer projector).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "synthetic"   # 'synthetic' | 'h36m' (issue 4) ...
+  c.data.dir = ""               # directory of dataset files, for real data sources.
+  c.data.num_joints = 17
+  c.data.window = 16            # frames per training/evaluation window.
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      seed=0,
+      num_subjects=ml_collections.ConfigDict(dict(train=8, val=2, test=3)),
+      sequences_per_action=2, frames_per_sequence=200, fps=50.0, cameras_per_sequence=2,
+      noise_px=4.0, outlier_prob=0.01, outlier_px=40.0,
+      actions=("walk", "run", "jump", "squat", "wave", "turn", "sit"),
+  ))
+  c.data.h36m = ml_collections.ConfigDict(dict(
+      keypoints="gt",          # 2D source: data_2d_h36m_<keypoints>.npz
+      protocol="p1",
+  ))
+
+  c.model = ml_collections.ConfigDict()
+  c.model.hidden = 1024           # FC stem and LSTM width.
+  c.model.lstm_layers = 2
+  c.model.direction = "bidirectional"  # 'bidirectional' (2nd LSTM over reversed time) | 'causal'
+  c.model.projector_hidden = 1024
+  c.model.residual_correction = True  # corrected 3D = intermediate + regression half output.
+  c.model.use_confidence = True   # feed per-joint 2D confidences to the stem.
+  c.model.dtype = "float32"       # compute dtype: 'float32' | 'bfloat16' (GPU/TPU); params f32.
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.distance = "squared"     # 'squared' (L2, as the reference) | 'euclidean' (MPJPE-like)
+  c.loss.w_3d_intermediate = 1.0  # 3D joints, transformer output.
+  c.loss.w_3d = 1.0               # 3D joints, corrected (projector) output.
+  c.loss.w_bone_3d = 1.0          # 3D bone vectors, on both outputs.
+  c.loss.w_2d = 1.0               # 2D projection consistency (self-supervision).
+  c.loss.w_bone_2d = 1.0          # 2D bone vectors of the projection.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 20_000
+  c.train.batch_size = 64         # global batch (windows); divisible by the device count.
+  c.train.learning_rate = 1e-3
+  c.train.warmup_steps = 200
+  c.train.schedule = "cosine"     # 'cosine' | 'constant'
+  c.train.end_lr_fraction = 0.02
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.clip_norm = 5.0
+  c.train.augment_noise_px = 0.0  # extra Gaussian 2D noise per step (pixels at w=1000).
+  c.train.log_every = 100
+  c.train.eval_every = 1000       # validation + checkpoint interval.
+  c.train.checkpoint_keep = 3     # keep the last N checkpoints plus the best by val MPJPE.
+  c.train.num_devices = -1        # -1: all devices; else the first N (data-parallel mesh).
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 128         # windows per evaluation batch.
+  c.eval.split = "test"
+  c.eval.val_max_windows = 512    # cap on validation windows evaluated during training.
+  c.eval.num_plot_frames = 4
+  return c
+
+
+def _walk(schema, config, path=""):
+  for key in config.keys():
+    name = f"{path}{key}"
+    if key not in schema:
+      raise ValueError(f"Unknown config key '{name}'. Valid keys at this level: "
+                       f"{sorted(schema.keys())}.")
+    ref, val = schema[key], config[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(val, (ml_collections.ConfigDict, dict)):
+        raise ValueError(f"Config key '{name}' must be a group of settings, got {val!r}.")
+      _walk(ref, val, name + ".")
+    elif isinstance(ref, bool) != isinstance(val, bool) or (
+        isinstance(ref, (int, float)) and not isinstance(val, (int, float))) or (
+        isinstance(ref, str) and not isinstance(val, str)):
+      raise ValueError(f"Config key '{name}' = {val!r} has type {type(val).__name__}, "
+                       f"expected {type(ref).__name__} (default {ref!r}).")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ValueError on unknown keys, wrong types or invalid values."""
+  _walk(get_config(), config)
+  m, t, d = config.model, config.train, config.data
+  choices = {"model.direction": (m.direction, ("bidirectional", "causal")),
+             "model.dtype": (m.dtype, ("float32", "bfloat16")),
+             "loss.distance": (config.loss.distance, ("squared", "euclidean")),
+             "train.schedule": (t.schedule, ("cosine", "constant"))}
+  for name, (val, ok) in choices.items():
+    if val not in ok:
+      raise ValueError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")
+  for name, val in {"model.hidden": m.hidden, "model.lstm_layers": m.lstm_layers,
+                    "model.projector_hidden": m.projector_hidden, "data.window": d.window,
+                    "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,
+                    "eval.batch_size": config.eval.batch_size,
+                    "train.log_every": t.log_every, "train.eval_every": t.eval_every}.items():
+    if val < 1:
+      raise ValueError(f"Config key '{name}' = {val}; expected a positive integer.")
+  return config

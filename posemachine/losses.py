@@ -1,0 +1,72 @@
+"""The pose machine's training losses (DESIGN.md section 1), with frame and label masks.
+
+Terms (each a masked mean; weights in `config.loss`):
+  3d_intermediate, 3d: joint error of the transformer output and of the corrected pose
+    against the 3D label (metres; only samples with a 3D label).
+  bone_3d: bone-vector error on both 3D outputs (metres).
+  2d: the projector's 2D output against the observed 2D pose, both root-centred and
+    scale-normalised (`normalize_2d`) - the self-supervised consistency term.
+  bone_2d: bone-vector error of that 2D projection.
+'squared' distance is the reference's L2; 'euclidean' is the per-joint distance (MPJPE).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from posemachine import skeleton
+
+
+def normalize_2d(pose_2d, eps=1e-6):
+  """Root-centred, scale-normalised 2D pose: (p - p_root) / rms distance to the root.
+
+  The projector sees a root-relative 3D pose with no depth, so its 2D target is the 2D
+  pose up to translation and scale (weak perspective). (..., K, 2) -> (..., K, 2).
+  """
+  centred = pose_2d - pose_2d[..., :1, :]
+  scale = jnp.sqrt((centred ** 2).sum(-1).mean(-1) + eps)
+  return centred / scale[..., None, None]
+
+
+def _distance(diff, kind):
+  sq = (diff ** 2).sum(-1)
+  return sq if kind == "squared" else jnp.sqrt(sq + 1e-12)
+
+
+def _masked_mean(per_frame, weight):
+  return (per_frame * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+def pose_error(pred, target, weight, kind="squared"):
+  """Masked mean over frames of the joint-mean distance. pred/target (B, T, K, D), weight (B, T)."""
+  return _masked_mean(_distance(pred - target, kind).mean(-1), weight)
+
+
+def bone_error(pred, target, weight, kind="squared"):
+  """Masked mean of bone-vector distances (B, T, K, D) -> scalar."""
+  return pose_error(skeleton.bone_vectors(pred), skeleton.bone_vectors(target), weight, kind)
+
+
+def total_loss(outputs, batch, loss_config):
+  """Weighted sum of the terms. Returns (loss scalar, dict of terms).
+
+  batch: pose_3d (B, T, K, 3) metres, pose_2d (B, T, K, 2) normalised, mask (B, T),
+  has_3d (B,). outputs: PoseMachine outputs.
+  """
+  c = loss_config
+  kind = c.distance
+  frame_w = batch["mask"]
+  w3 = frame_w * batch["has_3d"][:, None]
+  target_2d = normalize_2d(batch["pose_2d"])
+  terms = {
+      "3d_intermediate": pose_error(outputs["pose_3d_intermediate"], batch["pose_3d"], w3, kind),
+      "3d": pose_error(outputs["pose_3d"], batch["pose_3d"], w3, kind),
+      "bone_3d": 0.5 * (bone_error(outputs["pose_3d_intermediate"], batch["pose_3d"], w3, kind)
+                        + bone_error(outputs["pose_3d"], batch["pose_3d"], w3, kind)),
+      "2d": pose_error(outputs["proj_2d"], target_2d, frame_w, kind),
+      "bone_2d": bone_error(outputs["proj_2d"], target_2d, frame_w, kind),
+  }
+  weights = {"3d_intermediate": c.w_3d_intermediate, "3d": c.w_3d, "bone_3d": c.w_bone_3d,
+             "2d": c.w_2d, "bone_2d": c.w_bone_2d}
+  loss = sum(weights[k] * v for k, v in terms.items())
+  return loss, terms

@@ -1,0 +1,34 @@
+"""Entry point: python -m posemachine.main --config=configs/synthetic.py --workdir=DIR.
+
+Trains (resuming from the latest checkpoint in --workdir) and evaluates, or with
+--mode=eval only evaluates the latest checkpoint. Override any config field with
+--config.<group>.<key>=value, e.g. --config.train.num_steps=100.
+"""
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+
+from posemachine import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, eval.json and plots.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (then evaluate) or eval only.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.info("JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
+               jax.devices())
+  if FLAGS.mode == "train":
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  else:
+    train.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

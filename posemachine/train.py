@@ -1,0 +1,216 @@
+"""Training: train state, a jitted data-parallel step, the loop, checkpoints, logging.
+
+The train state is replicated and donated; the batch is sharded over the 'data' axis of a
+`Mesh` of the devices (`NamedSharding`). The step's batch comes from (seed, step) alone
+(see data.pipeline), so a resumed run continues with exactly the data it would have seen.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from posemachine import checkpoints, config_defaults, evaluate, losses, metric_writers
+from posemachine.data import pipeline
+from posemachine.models import machine
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: flax.core.FrozenDict
+  opt_state: optax.OptState
+
+
+def create_mesh(num_devices: int = -1) -> Mesh:
+  """1-D data-parallel mesh ('data',) over all devices, or over the first num_devices."""
+  devices = jax.devices()
+  if num_devices > 0:
+    if num_devices > len(devices):
+      raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} devices exist.")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  t = train_config
+  if t.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, t.learning_rate, min(t.warmup_steps, t.num_steps - 1), t.num_steps,
+        end_value=t.learning_rate * t.end_lr_fraction)
+  else:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps),
+                               optax.constant_schedule(t.learning_rate)], [t.warmup_steps])
+  return optax.chain(optax.clip_by_global_norm(t.clip_norm),
+                     optax.adam(lr, b1=t.b1, b2=t.b2))
+
+
+def init_state(model: nn.Module, tx, rng, num_joints: int, window: int) -> TrainState:
+  x = jnp.zeros((1, window, num_joints, 2), jnp.float32)
+  params = model.init(rng, x)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch, *, model, tx, loss_config):
+  """One optimisation step on a global batch. Returns (new state, metrics dict)."""
+  def loss_fn(params):
+    out = model.apply({"params": params}, batch["pose_2d"], batch["confidence"], batch["mask"])
+    return losses.total_loss(out, batch, loss_config)
+  (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  out_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out_metrics
+
+
+def make_train_step(model, tx, loss_config, mesh: Mesh):
+  """jit-compiled train_step with the state replicated and donated, the batch sharded."""
+  replicated = NamedSharding(mesh, P())
+  data = NamedSharding(mesh, P("data"))
+  fn = functools.partial(train_step, model=model, tx=tx, loss_config=loss_config)
+  return jax.jit(fn, in_shardings=(replicated, data), out_shardings=(replicated, replicated),
+                 donate_argnums=0)
+
+
+def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Host-local NumPy batch -> global jax.Arrays sharded over 'data' (multi-host safe)."""
+  data = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(data, v) for k, v in local_batch.items()}
+
+
+def _check_batch_divisible(config, mesh):
+  n = mesh.devices.size
+  for name, b in (("train.batch_size", config.train.batch_size),
+                  ("eval.batch_size", config.eval.batch_size)):
+    if b % n:
+      raise ValueError(f"{name}={b} must be divisible by the number of devices ({n}).")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from the latest checkpoint in workdir), then evaluates.
+
+  Writes: workdir/checkpoints/, config.json, metrics.jsonl, tensorboard/, eval.json, PNG plots.
+  Returns the evaluation results dict.
+  """
+  config_defaults.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  checkpoints.check_workdir_config(workdir, config)
+  mesh = create_mesh(config.train.num_devices)
+  _check_batch_divisible(config, mesh)
+  t = config.train
+  is_main = jax.process_index() == 0
+
+  t0 = time.time()
+  train_seqs = pipeline.load_split(config, "train")
+  val_seqs = pipeline.load_split(config, "val")
+  logging.info("Data: %d train frames in %d sequences, %d val frames (%.1f s).",
+               train_seqs.num_frames, train_seqs.num_sequences, val_seqs.num_frames,
+               time.time() - t0)
+
+  model = machine.from_config(config.model, config.data.num_joints)
+  tx = make_optimizer(t)
+  replicated = NamedSharding(mesh, P())
+  init = jax.jit(functools.partial(init_state, model, tx, num_joints=config.data.num_joints,
+                                   window=config.data.window), out_shardings=replicated)
+  state = init(jax.random.key(config.seed))
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("Model: %s parameters on %d device(s).", f"{n_params:,}", mesh.devices.size)
+
+  manager = checkpoints.make_manager(workdir, t.checkpoint_keep)
+  restored = checkpoints.restore(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info("Resumed from checkpoint step %d.", int(state.step))
+  start = int(state.step)
+
+  step_fn = make_train_step(model, tx, config.loss, mesh)
+  eval_step = evaluate.make_eval_step(model, mesh)
+  writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+  progress = metric_writers.Progress(t.num_steps, start_step=start)
+  pending = []  # device metrics since the last log, fetched only at log time.
+  for step in range(start + 1, t.num_steps + 1):
+    batch = pipeline.train_batch(train_seqs, config, step, jax.process_count(),
+                                 jax.process_index())
+    state, m = step_fn(state, shard_batch(batch, mesh))
+    pending.append(m)
+    if step % t.log_every == 0 or step == t.num_steps:
+      host = jax.device_get(pending)
+      pending = []
+      means = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+      if not np.isfinite(means["loss"]):
+        raise FloatingPointError(f"Non-finite training loss {means['loss']} at step {step}; "
+                                 f"terms: {means}.")
+      writer.write_scalars(step, means, prefix="train")
+      progress.update(step, loss=means["loss"])
+    if step % t.eval_every == 0 or step == t.num_steps:
+      _, errs = evaluate.run_evaluator(eval_step, state.params, val_seqs, config.data.window,
+                                       config.eval.batch_size, mesh,
+                                       max_windows=config.eval.val_max_windows)
+      val = {k: float(np.nanmean(v)) for k, v in errs.items()}
+      writer.write_scalars(step, val, prefix="val")
+      logging.info("step %d: val MPJPE %.1f mm, PA-MPJPE %.1f mm", step, val["mpjpe"],
+                   val["pa_mpjpe"])
+      checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
+  progress.done()
+  manager.wait_until_finished()
+  writer.close()
+  results = evaluate_workdir(config, workdir, state=state, manager=manager, mesh=mesh,
+                             train_seqs=train_seqs)
+  manager.close()
+  return results
+
+
+def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None):
+  """Evaluates a checkpoint (config.eval.checkpoint: latest) on config.eval.split.
+
+  Writes eval.json and plots into workdir (process 0) and returns the results.
+  """
+  config_defaults.validate(config)
+  mesh = mesh or create_mesh(config.train.num_devices)
+  model = machine.from_config(config.model, config.data.num_joints)
+  own_manager = manager is None
+  if state is None:
+    checkpoints.check_workdir_config(workdir, config)
+    manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
+    tx = make_optimizer(config.train)
+    abstract = jax.eval_shape(functools.partial(
+        init_state, model, tx, num_joints=config.data.num_joints, window=config.data.window),
+        jax.random.key(0))
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P())),
+        abstract)
+    state = checkpoints.restore(manager, abstract)
+    if state is None:
+      raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+                              "train first (--mode=train).")
+  split = config.eval.split
+  test_seqs = pipeline.load_split(config, split)
+  train_seqs = train_seqs or pipeline.load_split(config, "train")
+  eval_step = evaluate.make_eval_step(model, mesh)
+  pred, errs = evaluate.run_evaluator(eval_step, state.params, test_seqs, config.data.window,
+                                      config.eval.batch_size, mesh)
+  results = evaluate.summarize(test_seqs, errs)
+  results.update(split=split, checkpoint_step=int(state.step), source=config.data.source,
+                 baseline_mean_pose=evaluate.mean_pose_baseline(train_seqs, test_seqs))
+  if jax.process_index() == 0:
+    paths = evaluate.write_report(workdir, results, test_seqs, pred,
+                                  config.eval.num_plot_frames)
+    o = results["overall"]
+    logging.info("%s split, step %d: MPJPE %.1f mm, PA-MPJPE %.1f mm, N-MPJPE %.1f mm, "
+                 "MPJVE %.1f mm (mean-pose baseline MPJPE %.1f mm). Wrote %s",
+                 split, results["checkpoint_step"], o["mpjpe"], o["pa_mpjpe"], o["n_mpjpe"],
+                 o["mpjve"], results["baseline_mean_pose"]["mpjpe"], ", ".join(paths))
+  if own_manager:
+    manager.close()
+  return results

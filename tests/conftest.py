@@ -1,0 +1,12 @@
+"""Test setup: 8 fake CPU devices (multi-device tests), fast compiles, float32."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # pylint: disable=g-import-not-at-top
+
+# Compile time dominates these tiny models; XLA's optimisation passes are not under test.
+jax.config.update("jax_disable_most_optimizations", True)
