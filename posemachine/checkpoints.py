@@ -23,8 +23,7 @@ BEST_METRIC = "val_mpjpe_mm"
 COMPATIBILITY_KEYS = ("model", "data.num_joints")
 
 
-class IncompatibleWorkdirError(ValueError):
-  """The workdir holds checkpoints of a model that this config cannot restore."""
+from posemachine.errors import IncompatibleWorkdirError  # pylint: disable=unused-import
 
 
 def _lookup(config_dict: dict, dotted: str):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from posemachine.errors import ConfigError
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -76,22 +78,22 @@ def _walk(schema, config, path=""):
   for key in config.keys():
     name = f"{path}{key}"
     if key not in schema:
-      raise ValueError(f"Unknown config key '{name}'. Valid keys at this level: "
+      raise ConfigError(f"Unknown config key '{name}'. Valid keys at this level: "
                        f"{sorted(schema.keys())}.")
     ref, val = schema[key], config[key]
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(val, (ml_collections.ConfigDict, dict)):
-        raise ValueError(f"Config key '{name}' must be a group of settings, got {val!r}.")
+        raise ConfigError(f"Config key '{name}' must be a group of settings, got {val!r}.")
       _walk(ref, val, name + ".")
     elif isinstance(ref, bool) != isinstance(val, bool) or (
         isinstance(ref, (int, float)) and not isinstance(val, (int, float))) or (
         isinstance(ref, str) and not isinstance(val, str)):
-      raise ValueError(f"Config key '{name}' = {val!r} has type {type(val).__name__}, "
+      raise ConfigError(f"Config key '{name}' = {val!r} has type {type(val).__name__}, "
                        f"expected {type(ref).__name__} (default {ref!r}).")
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ValueError on unknown keys, wrong types or invalid values."""
+  """Raises ConfigError on unknown keys, wrong types or invalid values."""
   _walk(get_config(), config)
   m, t, d = config.model, config.train, config.data
   choices = {"model.direction": (m.direction, ("bidirectional", "causal")),
@@ -100,12 +102,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.schedule": (t.schedule, ("cosine", "constant"))}
   for name, (val, ok) in choices.items():
     if val not in ok:
-      raise ValueError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")
+      raise ConfigError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")
   for name, val in {"model.hidden": m.hidden, "model.lstm_layers": m.lstm_layers,
                     "model.projector_hidden": m.projector_hidden, "data.window": d.window,
                     "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,
                     "eval.batch_size": config.eval.batch_size,
                     "train.log_every": t.log_every, "train.eval_every": t.eval_every}.items():
     if val < 1:
-      raise ValueError(f"Config key '{name}' = {val}; expected a positive integer.")
+      raise ConfigError(f"Config key '{name}' = {val}; expected a positive integer.")
   return config

@@ -5,11 +5,13 @@ Trains (resuming from the latest checkpoint in --workdir) and evaluates, or with
 --config.<group>.<key>=value, e.g. --config.train.num_steps=100.
 """
 
+import sys
+
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from posemachine import train
+from posemachine import errors, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -24,10 +26,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.info("JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
                jax.devices())
-  if FLAGS.mode == "train":
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  else:
-    train.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+  try:
+    if FLAGS.mode == "train":
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      train.evaluate_workdir(FLAGS.config, FLAGS.workdir)
+  except errors.PoseMachineError as e:
+    sys.exit(f"posemachine: error: {e}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from posemachine import checkpoints, config_defaults, evaluate, losses, metric_writers
+from posemachine import checkpoints, config_defaults, errors, evaluate, losses, metric_writers
 from posemachine.data import pipeline
 from posemachine.models import machine
 
@@ -137,7 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = make_train_step(model, tx, config.loss, mesh)
   eval_step = evaluate.make_eval_step(model, mesh)
   writer = metric_writers.MetricWriter(workdir, enabled=is_main)
-  progress = metric_writers.Progress(t.num_steps, start_step=start)
+  progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
+                                     enabled=is_main)
   pending = []  # device metrics since the last log, fetched only at log time.
   for step in range(start + 1, t.num_steps + 1):
     batch = pipeline.train_batch(train_seqs, config, step, jax.process_count(),
@@ -172,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None):
-  """Evaluates a checkpoint (config.eval.checkpoint: latest) on config.eval.split.
+  """Evaluates the latest checkpoint in workdir on config.eval.split.
 
   Writes eval.json and plots into workdir (process 0) and returns the results.
   """
@@ -192,7 +193,7 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
         abstract)
     state = checkpoints.restore(manager, abstract)
     if state is None:
-      raise FileNotFoundError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+      raise errors.PoseMachineError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
                               "train first (--mode=train).")
   split = config.eval.split
   test_seqs = pipeline.load_split(config, split)

@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 
 
-class DataError(ValueError):
-  """Bad input data: the message names the source, field, sequence, frame or joint."""
+
+from posemachine.errors import DataError  # pylint: disable=unused-import  (re-exported)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,102 @@
+"""Bad input gets a clear error naming the field, sequence, frame or joint."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from posemachine import config_defaults
+from posemachine.data import pipeline, sequences
+from posemachine.data.sequences import DataError, Sequences
+
+K = 17
+
+
+def make(lengths=(5, 3), joints=K):
+  items = []
+  for i, n in enumerate(lengths):
+    items.append({"pose_3d": np.zeros((n, joints, 3)), "pose_2d": np.zeros((n, joints, 2)),
+                  "confidence": np.ones((n, joints)), "subject": f"S{i}", "action": "walk",
+                  "camera": "cam0"})
+  return Sequences.from_list(items, source="unit-test")
+
+
+def test_valid_sequences_pass():
+  seqs = make().validate(K)
+  assert seqs.num_frames == 8 and seqs.num_sequences == 2
+  np.testing.assert_array_equal(seqs.starts, [0, 5])
+
+
+def test_nan_in_2d_names_sequence_frame_joint():
+  seqs = make()
+  seqs.pose_2d[6, 11, 0] = np.nan
+  with pytest.raises(DataError, match=r"'pose_2d' of sequence 1 \(S1/walk/cam0\), frame 1, joint 11"):
+    seqs.validate(K)
+
+
+def test_inf_in_confidence():
+  seqs = make()
+  seqs.confidence[2, 3] = np.inf
+  with pytest.raises(DataError, match="non-finite.*'confidence'.*frame 2, joint 3"):
+    seqs.validate(K)
+
+
+def test_wrong_joint_count():
+  with pytest.raises(DataError, match="'pose_3d' has 16 joints, expected 17"):
+    make(joints=16).validate(K)
+
+
+def test_empty_sequence():
+  with pytest.raises(DataError, match=r"sequence 1 \(S1/walk/cam0\) is empty"):
+    make(lengths=(4, 0)).validate(K)
+  with pytest.raises(DataError, match="no sequences"):
+    Sequences.from_list([], source="unit-test")
+
+
+def test_windows_cover_every_frame_once_with_padding():
+  seqs = make(lengths=(5, 3))
+  ids, offs = sequences.tile_windows(seqs, 4)
+  idx, mask = sequences.window_indices(seqs.starts, seqs.lengths, ids, offs, 4)
+  assert sorted(idx[mask].tolist()) == list(range(8))
+  np.testing.assert_array_equal(idx[1], [4, 4, 4, 4])  # edge padding of sequence 0
+  np.testing.assert_array_equal(mask[1], [1, 0, 0, 0])
+
+
+def test_train_batch_is_deterministic_per_step_and_sharded_by_process():
+  config = config_defaults.get_config()
+  config.train.batch_size, config.data.window = 8, 4
+  seqs = make(lengths=(30, 20))
+  a = pipeline.train_batch(seqs, config, 7)
+  b = pipeline.train_batch(seqs, config, 7)
+  np.testing.assert_array_equal(a["pose_2d"], b["pose_2d"])
+  assert a["pose_2d"].shape == (8, 4, K, 2) and a["mask"].shape == (8, 4)
+  halves = [pipeline.train_batch(seqs, config, 7, 2, i)["pose_3d"] for i in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), a["pose_3d"])
+
+
+def test_unknown_source_and_missing_h36m_files(tmp_path):
+  config = config_defaults.get_config()
+  config.data.source = "nope"
+  with pytest.raises(DataError, match="Unknown config.data.source 'nope'"):
+    pipeline.load_split(config, "train")
+  config.data.source = "h36m"
+  config.data.dir = str(tmp_path)
+  with pytest.raises(DataError, match=r"(?s)Missing \['data_3d_h36m.npz', 'data_2d_h36m_gt.npz'\]"
+                     r".*prepare_data_h36m.py"):
+    pipeline.load_split(config, "train")
+
+
+def test_config_unknown_key_and_bad_values():
+  config = config_defaults.get_config()
+  config.train.unlocked = True  # ConfigDicts are unlocked by default; validate() catches typos.
+  with pytest.raises(ValueError, match="Unknown config key 'train.unlocked'"):
+    config_defaults.validate(config)
+  config = config_defaults.get_config()
+  config.model.direction = "sideways"
+  with pytest.raises(ValueError, match="'model.direction' = 'sideways'; expected one of"):
+    config_defaults.validate(config)
+  d = config_defaults.get_config().to_dict()
+  d["train"]["batch_size"] = "64"  # as a hand-written config file could say
+  config = ml_collections.ConfigDict(d)
+  with pytest.raises(ValueError, match="'train.batch_size' = '64' has type str, expected int"):
+    config_defaults.validate(config)
+  config_defaults.validate(config_defaults.get_config())
