@@ -12,8 +12,10 @@ def get_config():
   config = config_defaults.get_config()
   config.model.hidden = 256
   config.model.projector_hidden = 256
-  config.train.num_steps = 3000
+  config.loss.distance = "euclidean"
+  config.train.num_steps = 8000
   config.train.batch_size = 32
+  config.train.learning_rate = 2e-3
   config.train.log_every = 50
   config.train.eval_every = 500
   return config

@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.projector_hidden = 1024
   c.model.residual_correction = True  # corrected 3D = intermediate + regression half output.
   c.model.use_confidence = True   # feed per-joint 2D confidences to the stem.
+  c.model.center_input = True     # stem sees root-centred 2D joints + the root's 2D position.
   c.model.dtype = "float32"       # compute dtype: 'float32' | 'bfloat16' (GPU/TPU); params f32.
 
   c.loss = ml_collections.ConfigDict()

@@ -5,6 +5,7 @@ Trains (resuming from the latest checkpoint in --workdir) and evaluates, or with
 --config.<group>.<key>=value, e.g. --config.train.num_steps=100.
 """
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -21,9 +22,17 @@ flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (then evaluate) or 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
                jax.devices())
   try:

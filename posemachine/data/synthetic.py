@@ -60,7 +60,7 @@ _GRAVITY = 9.81
 # Joint-angle degrees of freedom: name -> (lower, upper) limit in degrees, and the
 # amplitude (degrees) of the smooth style noise added to every sequence.
 _SIDE_DOFS = {
-    "hip_flex": ((-30, 125), 3.0), "hip_abd": ((-20, 45), 2.0),
+    "hip_flex": ((-30, 125), 3.0), "hip_abd": ((-20, 45), 1.5),
     "hip_twist": ((-30, 30), 3.0), "knee": ((0, 150), 3.0),
     "sh_flex": ((-60, 180), 5.0), "sh_abd": ((-30, 180), 4.0),
     "sh_twist": ((-60, 60), 8.0), "elbow": ((0, 150), 5.0),
@@ -276,9 +276,9 @@ def _curved_path(rng, t, fps, speed, radius):
   Returns:
     (xz (T, 2) metres, heading (T,) degrees): positions and direction of travel.
   """
-  base = rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 1.0)
+  base = rng.choice([-1.0, 1.0]) * rng.uniform(0.6, 1.0)
   n = _smooth_noise(rng, t, 2, 0.05, 0.3)
-  omega = speed / rng.uniform(*radius) * (base + 0.6 * n[0])
+  omega = speed / rng.uniform(*radius) * (base + 0.4 * n[0])
   heading = rng.uniform(0, 2 * np.pi) + np.cumsum(omega) / fps
   v = speed * (1 + 0.05 * n[1])
   xz = np.cumsum(v[:, None] * np.stack([np.sin(heading), np.cos(heading)], -1), 0) / fps
@@ -294,8 +294,8 @@ def _curved_path(rng, t, fps, speed, radius):
 
 def _standing(rng, t):
   """A relaxed standing pose with slow weight shifts."""
-  shift = rng.uniform(0, 4) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 7))
-  hip_abd = rng.uniform(2, 7)
+  shift = rng.uniform(0, 3) * np.sin(2 * np.pi * rng.uniform(0.1, 0.4) * t + rng.uniform(0, 7))
+  hip_abd = rng.uniform(-1, 4)
   m = {"root_pitch": rng.uniform(0, 5), "root_roll": -0.5 * shift,
        "root_yaw": rng.uniform(0, 360)}
   for s, sign in (("l", 1), ("r", -1)):
@@ -308,8 +308,13 @@ def _standing(rng, t):
   return m
 
 
-def _gait(rng, phase, hip_mean, hip_amp, knee_stance, knee_swing, arm_amp, elbow, lean):
-  """Leg and arm angles of a walking/running cycle; phase 0 = left heel strike."""
+def _gait(rng, phase, hip_mean, hip_amp, knee_stance, knee_swing, swing_kappa, arm_amp, elbow,
+          lean):
+  """Leg and arm angles of a walking/running cycle; phase 0 = left heel strike.
+
+  Angles in degrees; swing_kappa: sharpness of the knee's swing-phase flexion (larger
+  is shorter and faster).
+  """
   pelvis_yaw = rng.uniform(2, 7)
   m = {"root_pitch": lean, "root_roll": rng.uniform(1, 4) * np.sin(4 * np.pi * phase),
        "root_yaw": -pelvis_yaw * np.cos(2 * np.pi * phase),
@@ -318,10 +323,11 @@ def _gait(rng, phase, hip_mean, hip_amp, knee_stance, knee_swing, arm_amp, elbow
   arm_mean, arm_abd, elbow_amp = rng.uniform(-5, 10), rng.uniform(5, 15), rng.uniform(0, 15)
   for s, ph in (("l", phase), ("r", phase + 0.5)):
     arm = np.cos(2 * np.pi * (ph + 0.5))  # the arm swings opposite to the same-side leg.
+    knee = knee_stance * _bump(ph, 0.12, 10) + knee_swing * _bump(ph, 0.7, swing_kappa)
     m.update({
         f"{s}_hip_flex": hip_mean + lean + hip_amp * np.cos(2 * np.pi * (ph + 0.03)),
-        f"{s}_knee": 3 + knee_stance * _bump(ph, 0.12, 10) + knee_swing * _bump(ph, 0.7, 4),
-        f"{s}_hip_abd": 2 + 2 * _bump(ph, 0.7, 4),
+        f"{s}_knee": 3 + knee,
+        f"{s}_hip_abd": 0.5 + 2 * _bump(ph, 0.7, 4),
         f"{s}_sh_flex": arm_mean + arm_amp * arm, f"{s}_sh_abd": arm_abd,
         f"{s}_elbow": elbow + elbow_amp * 0.5 * (1 + arm)})
   return m
@@ -332,22 +338,22 @@ def _walk(rng, t, fps, body):
   phase = _phase(rng, t, fps, freq)
   speed = freq * body.leg_length * rng.uniform(1.4, 1.8)
   m = _gait(rng, phase, hip_mean=rng.uniform(2, 8), hip_amp=rng.uniform(17, 26),
-            knee_stance=rng.uniform(8, 20), knee_swing=rng.uniform(50, 65),
+            knee_stance=rng.uniform(8, 20), knee_swing=rng.uniform(50, 65), swing_kappa=3.0,
             arm_amp=rng.uniform(8, 30), elbow=rng.uniform(8, 35), lean=rng.uniform(2, 8))
-  m["path"], heading = _curved_path(rng, t, fps, speed, radius=(1.5, 4.0))
+  m["path"], heading = _curved_path(rng, t, fps, speed, radius=(1.5, 3.5))
   m["root_yaw"] = m["root_yaw"] + heading
   m["plant"] = False
   return m
 
 
 def _run(rng, t, fps, body):
-  freq = rng.uniform(1.25, 1.6)
+  freq = rng.uniform(1.2, 1.5)
   phase = _phase(rng, t, fps, freq)
-  speed = freq * body.leg_length * rng.uniform(1.7, 2.4)
-  m = _gait(rng, phase, hip_mean=rng.uniform(12, 22), hip_amp=rng.uniform(28, 40),
-            knee_stance=rng.uniform(25, 40), knee_swing=rng.uniform(75, 110),
+  speed = freq * body.leg_length * rng.uniform(1.6, 2.2)
+  m = _gait(rng, phase, hip_mean=rng.uniform(8, 15), hip_amp=rng.uniform(22, 32),
+            knee_stance=rng.uniform(25, 40), knee_swing=rng.uniform(70, 100), swing_kappa=2.5,
             arm_amp=rng.uniform(20, 40), elbow=rng.uniform(70, 100), lean=rng.uniform(6, 15))
-  m["path"], heading = _curved_path(rng, t, fps, speed, radius=(2.0, 4.0))
+  m["path"], heading = _curved_path(rng, t, fps, speed, radius=(1.8, 3.0))
   m["root_yaw"] = m["root_yaw"] + heading
   # Flight between one foot's toe-off and the other's heel strike (twice per stride).
   m["lift"] = rng.uniform(0.03, 0.07) * _bump(2 * phase, 0.85, 3)
@@ -391,9 +397,9 @@ def _jump(rng, t, fps, body):
   m["lift"] = _GRAVITY * flight_time / 2 * dt - _GRAVITY / 2 * dt ** 2
   m["flight"] = flight
   tuck = rng.uniform(0, 40) * np.sin(np.pi * u) * flight
-  swing_back, swing_up = rng.uniform(20, 60), rng.uniform(60, 160)
+  swing_back, swing_up = rng.uniform(20, 60), rng.uniform(50, 140)
   arms = (-swing_back * _wrapped_gauss(tau, t_crouch, width, period)
-          + swing_up * _wrapped_gauss(tau, t_off, 0.12, period))
+          + swing_up * _wrapped_gauss(tau, t_off, 0.16, period))
   for s in ("l", "r"):
     m[f"{s}_knee"] = m[f"{s}_knee"] + tuck
     m[f"{s}_hip_flex"] = m[f"{s}_hip_flex"] + tuck
@@ -422,7 +428,7 @@ def _squat(rng, t, fps, body):
   _crouch_legs(m, c, thigh=rng.uniform(60, 100), shin=rng.uniform(15, 40),
                pitch=rng.uniform(15, 45))
   m["spine_bend"] = c * rng.uniform(0, 15)
-  abd, twist = rng.uniform(5, 18), rng.uniform(0, 20)
+  abd, twist = rng.uniform(3, 10), rng.uniform(0, 20)
   style = rng.integers(3)  # arms: raised forward / hands together in front / hanging.
   flex = [c * rng.uniform(60, 95), rng.uniform(20, 45) + 20 * c, 0][style]
   elbow = [rng.uniform(0, 15), rng.uniform(80, 120), 0][style]
@@ -499,7 +505,7 @@ def _turn(rng, t, fps, body):
     values.append(values[-1] + angle)
     now += durations[-1] + rng.uniform(0.2, 1.0)
   yaw = _knots(t, starts, durations, values)
-  rate = np.gradient(yaw) * fps  # degrees per second.
+  rate = np.gradient(yaw) * fps if len(t) > 1 else np.zeros_like(yaw)  # degrees/second.
   env = np.clip(np.abs(rate) / 60, 0, 1)
   phase = rng.uniform() + rng.uniform(1.0, 1.6) * t
   hip, knee = rng.uniform(8, 20), rng.uniform(20, 45)
@@ -521,14 +527,14 @@ def _sit(rng, t, fps, body):
   s = _toggle(rng, t, 0.4, hold=(0.3, 1.5), trans=(0.9, 1.6))  # 1 = seated.
   lean = rng.uniform(25, 45) * 4 * s * (1 - s)  # lean forward while getting up/down.
   pitch = s * rng.uniform(-10, 10) + lean
-  thigh, shin = s * rng.uniform(80, 95), s * rng.uniform(-10, 20)
+  thigh, foot_ahead = s * rng.uniform(80, 95), s * rng.uniform(-10, 20)  # shin tilts.
   m["root_pitch"] = m["root_pitch"] * (1 - s) + pitch
   m["spine_bend"] = s * rng.uniform(-5, 15) + 0.3 * lean
   m["neck_bend"] = 0.3 * lean
   abd = s * rng.uniform(0, 12)
   arm_flex, arm_elbow = rng.uniform(15, 40), rng.uniform(30, 80)
   for side in ("l", "r"):
-    m[f"{side}_knee"] = m[f"{side}_knee"] * (1 - s) + thigh - shin
+    m[f"{side}_knee"] = m[f"{side}_knee"] * (1 - s) + thigh - foot_ahead
     m[f"{side}_hip_flex"] = m[f"{side}_hip_flex"] * (1 - s) + thigh + pitch
     m[f"{side}_hip_abd"] = m[f"{side}_hip_abd"] + abd
     m[f"{side}_sh_flex"] = m[f"{side}_sh_flex"] + s * arm_flex
@@ -562,6 +568,8 @@ def simulate_motion(action: str, body: Body, rng: np.random.Generator, num_frame
   Returns:
     (num_frames, 17, 3) world joint positions, metres, Y up, feet on the ground y = 0.
   """
+  if action not in _FAMILIES:
+    raise DataError(f"synthetic: unknown action {action!r}; expected one of {list(ACTIONS)}.")
   t = np.arange(num_frames) / fps
   motion = _FAMILIES[action](rng, t, fps, body)
   rel = forward_kinematics(body.offsets, local_rotations(_angles(rng, motion, t)))
@@ -599,7 +607,8 @@ def sample_camera(rng: np.random.Generator, world: np.ndarray, max_tries: int = 
   3.5-6.5 m from the average torso, azimuth uniform, elevation -5..25 degrees with the
   camera 0.5-2.5 m above the ground, aimed at the torso with ~0.1 m jitter and ~2
   degrees of roll. Resampled until every joint is >= 1 m in front of the camera and
-  >= 97% of joint-frames lie in the image (else the best candidate, moved further out).
+  >= 97% of joint-frames lie in the image; after 20 tries the camera moves out beyond
+  the motion's extent (so the depth test always passes), and the best try is kept.
 
   Args:
     world: (T, 17, 3) world joints, metres.
@@ -609,10 +618,12 @@ def sample_camera(rng: np.random.Generator, world: np.ndarray, max_tries: int = 
   cam_id = str(rng.choice(geometry.H36M_CAMERA_IDS))
   camera = geometry.Camera.h36m(cam_id)
   torso = world[:, (0, 7, 8)].mean((0, 1))
-  sub = world[::max(1, len(world) // 50)]
+  reach = np.linalg.norm(world - torso, axis=-1).max()
   best, best_score = None, -np.inf
   for attempt in range(max_tries):
-    dist = rng.uniform(3.5, 6.5) + 0.25 * max(0, attempt - 20)
+    dist = rng.uniform(3.5, 6.5)
+    if attempt >= 20:
+      dist = max(dist, reach + 1.5) + 0.25 * (attempt - 20)
     lo = max(-5.0, np.degrees(np.arcsin(np.clip((0.5 - torso[1]) / dist, -1, 1))))
     hi = min(25.0, np.degrees(np.arcsin(np.clip((2.5 - torso[1]) / dist, -1, 1))))
     el = np.radians(rng.uniform(lo, max(lo, hi)))
@@ -621,7 +632,7 @@ def sample_camera(rng: np.random.Generator, world: np.ndarray, max_tries: int = 
                                       np.cos(el) * np.cos(az)])
     target = torso + rng.normal(0, 0.1, 3)
     rot = geometry.look_at_rotation(centre, target) @ _rot(2, np.radians(rng.normal(0, 2)))
-    cam = (sub - centre) @ rot
+    cam = (world - centre) @ rot
     depth_ok = cam[..., 2].min() >= 1.0
     inside = 0.0
     if depth_ok:

@@ -1,8 +1,10 @@
 """The pose machine: (image encoder ->) 2D-to-3D transformer -> 3D-to-2D projector.
 
-One module, one pure `apply`. In the keypoint-input (lifting) mode the input is the 2D
-pose itself; the image mode (2D pose sub-network on RGB frames) plugs an encoder into
-the `encoder` slot and feeds its features and 2D pose through the same path.
+One module, one pure `apply`. In the keypoint-input (lifting) mode the per-frame features
+of the transformer are the flattened 2D pose (+ confidences). The image mode (the 2D pose
+sub-network on RGB frames, a later issue) slots in before the transformer: its per-frame
+feature vector replaces the keypoint features, and its 2D pose becomes the target of the
+projector's consistency term; `PoseTransformer` already takes generic (B, T, F) features.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class PoseMachine(nn.Module):
   projector_hidden: int = 1024
   residual_correction: bool = True
   use_confidence: bool = True
+  center_input: bool = True
   dtype: str = "float32"
-  encoder: nn.Module | None = None  # image mode: frames -> (features, pose_2d, confidence).
 
   def setup(self):
     dtype = DTYPES[self.dtype]
@@ -53,7 +55,11 @@ class PoseMachine(nn.Module):
       raise ValueError(f"pose_2d: expected shape (B, T, {self.num_joints}, 2), "
                        f"got {pose_2d.shape}.")
     b, t = pose_2d.shape[:2]
-    feats = [pose_2d.reshape(b, t, -1)]
+    if self.center_input:  # root-centred joints + the root's position: same information.
+      root = pose_2d[..., :1, :]
+      feats = [(pose_2d - root).reshape(b, t, -1), root.reshape(b, t, 2)]
+    else:
+      feats = [pose_2d.reshape(b, t, -1)]
     if self.use_confidence:
       if confidence is None:
         confidence = jnp.ones((b, t, self.num_joints), pose_2d.dtype)
@@ -69,4 +75,5 @@ def from_config(model_config: ml_collections.ConfigDict, num_joints: int) -> Pos
   return PoseMachine(num_joints=num_joints, hidden=m.hidden, lstm_layers=m.lstm_layers,
                      direction=m.direction, projector_hidden=m.projector_hidden,
                      residual_correction=m.residual_correction,
-                     use_confidence=m.use_confidence, dtype=m.dtype)
+                     use_confidence=m.use_confidence, center_input=m.center_input,
+                     dtype=m.dtype)
