@@ -1,0 +1,111 @@
+"""Test-time self-correction (DESIGN.md section 1), batched: one jitted, vmapped call.
+
+For each sample (a window of frames) the projector's projection half is frozen and a few
+Adam steps adapt a fresh copy of the regression half so that the projection of the
+corrected 3D pose agrees with the observed 2D pose (2D point + 2D bone-vector terms, in
+the projector's root-centred, scale-normalised 2D). Rules from the paper:
+  convergence: stop once a step moves the corrected pose by less than `converge_mm`
+    (mean joint displacement over the window's real frames);
+  discard: reject the whole correction (keep the uncorrected pose) if it moved any torso
+    joint (pelvis, hips, shoulders) by more than `discard_mm` on some real frame.
+Samples are independent (`vmap`), steps run in `lax.fori_loop`, weights are per sample
+and start from the trained ones each time, so the result of a sample does not depend on
+the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from posemachine import losses
+from posemachine.models import projector as projector_lib
+
+# Joints whose movement the discard rule limits: pelvis, both hips, both shoulders.
+TORSO_JOINTS = (0, 1, 4, 11, 14)
+
+
+def objective(reg_params, proj_params, regression, projection, inter, target_2d, mask,
+              w_2d=1.0, w_bone_2d=1.0):
+  """2D consistency of one sample's corrected pose. inter (T, K, 3) m, target_2d (T, K, 2)
+  already normalised (losses.normalize_2d), mask (T,). Returns a scalar."""
+  pose = regression.apply({"params": reg_params}, inter)
+  proj = projection.apply({"params": proj_params}, pose)
+  w = mask[None]
+  return (w_2d * losses.pose_error(proj[None], target_2d[None], w)
+          + w_bone_2d * losses.bone_error(proj[None], target_2d[None], w))
+
+
+def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refine_config,
+                  num_joints):
+  """Corrects one sample.
+
+  Args:
+    projector_params: the trained projector's params {'regression': ..., 'projection': ...}.
+    inter: (T, K, 3) intermediate 3D pose (metres) from the transformer.
+    pose_2d: (T, K, 2) observed 2D pose, normalised screen coordinates.
+    mask: (T,) 1 for real frames.
+  Returns:
+    dict: pose_3d (T, K, 3) corrected (or the uncorrected pose when discarded), pose_3d_before
+    (T, K, 3), objective_before/after (scalars), steps (int32), discarded (bool).
+  """
+  m, r = model_config, refine_config
+  regression = projector_lib.Regression(num_joints, m.projector_hidden, m.residual_correction)
+  projection = projector_lib.Projection(num_joints, m.projector_hidden)
+  proj_params = jax.lax.stop_gradient(projector_params["projection"])
+  target = losses.normalize_2d(pose_2d)
+  obj = functools.partial(objective, proj_params=proj_params, regression=regression,
+                          projection=projection, inter=inter, target_2d=target, mask=mask,
+                          w_2d=r.w_2d, w_bone_2d=r.w_bone_2d)
+  apply_reg = lambda p: regression.apply({"params": p}, inter)
+  tx = optax.adam(r.learning_rate)
+  p0 = projector_params["regression"]
+  pose0 = apply_reg(p0)
+  denom = jnp.maximum(mask.sum(), 1.0)
+
+  def body(_, carry):
+    params, opt_state, pose, steps, done = carry
+    grads = jax.grad(obj)(params)
+    updates, new_opt = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    new_pose = apply_reg(new_params)
+    moved_mm = (jnp.linalg.norm(new_pose - pose, axis=-1).mean(-1) * mask).sum() / denom * 1000
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(done, b, a), new, old)
+    params, opt_state, pose_out = keep((new_params, new_opt, new_pose), (params, opt_state, pose))
+    steps = steps + jnp.where(done, 0, 1)
+    done = done | (moved_mm < r.converge_mm)
+    return params, opt_state, pose_out, steps, done
+
+  init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
+  params, _, pose, steps, _ = jax.lax.fori_loop(0, r.steps, body, init)
+  torso = jnp.asarray(TORSO_JOINTS)
+  torso_move = jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1)
+  discarded = (torso_move * mask).max() * 1000 > r.discard_mm
+  final = jnp.where(discarded, pose0, pose)
+  before = obj(p0)
+  return {"pose_3d": final, "pose_3d_before": pose0, "objective_before": before,
+          "objective_after": jnp.where(discarded, before, obj(params)),
+          "steps": steps, "discarded": discarded}
+
+
+def make_refine(model_config, refine_config, num_joints: int):
+  """Batched correction: (projector_params, inter (B, T, K, 3), pose_2d (B, T, K, 2),
+  mask (B, T)) -> dict of (B, ...) arrays (see refine_sample). Pure; jit it or call
+  inside jitted code. Samples are processed `refine_config.chunk` at a time (lax.map)
+  to bound memory (0: all at once)."""
+  fn = functools.partial(refine_sample, model_config=model_config,
+                         refine_config=refine_config, num_joints=num_joints)
+  per_sample = jax.vmap(fn, in_axes=(None, 0, 0, 0))
+
+  def refine(projector_params, inter, pose_2d, mask):
+    b = inter.shape[0]
+    chunk = refine_config.chunk
+    if chunk <= 0 or chunk >= b:
+      return per_sample(projector_params, inter, pose_2d, mask)
+    single = lambda xs: fn(projector_params, *xs)
+    return jax.lax.map(single, (inter, pose_2d, mask), batch_size=chunk)
+
+  return refine
