@@ -67,6 +67,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_keep = 3     # keep the last N checkpoints plus the best by val MPJPE.
   c.train.num_devices = -1        # -1: all devices; else the first N (data-parallel mesh).
 
+  # Test-time self-correction (refine.py); reference: 2 Adam steps at 1.5e-4.
+  c.refine = ml_collections.ConfigDict()
+  c.refine.enabled = False        # also report metrics after correction in evaluation.
+  c.refine.steps = 2
+  c.refine.learning_rate = 1.5e-4
+  c.refine.converge_mm = 5.0      # stop when a step moves the pose less than this.
+  c.refine.discard_mm = 20.0      # reject corrections moving a torso joint more than this.
+  c.refine.w_2d = 1.0
+  c.refine.w_bone_2d = 1.0
+  c.refine.chunk = 0              # samples per vmapped chunk (lax.map); 0: all at once.
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 128         # windows per evaluation batch.
   c.eval.split = "test"

@@ -47,18 +47,48 @@ def per_example_errors(pred_3d, gt_3d, proj_2d, pose_2d, mask):
   }
 
 
-def make_eval_step(model, mesh):
-  """jit((params, batch) -> (pose_3d (B, T, K, 3), per-frame error dict of (B, T)))."""
+def make_eval_step(model, mesh, refine_config=None):
+  """jit((params, batch) -> (pose_3d (B, T, K, 3), per-frame error dict of (B, T))).
+
+  With `refine_config.enabled`, the predictions and METRIC_NAMES are those after the
+  test-time self-correction (refine.py), and '<name>_unrefined' hold the errors before it;
+  'refine_discarded' and 'refine_steps' (per frame, from the frame's sample) say what the
+  correction's rules did.
+  """
   data = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
+  refine_fn = None
+  if refine_config is not None and refine_config.enabled:
+    from posemachine import refine  # pylint: disable=g-import-not-at-top
+    refine_fn = refine.make_refine(_model_config(model), refine_config, model.num_joints)
 
   def step(params, batch):
     out = model.apply({"params": params}, batch["pose_2d"], batch["confidence"], batch["mask"])
-    errs = jax.vmap(per_example_errors)(out["pose_3d"], batch["pose_3d"], out["proj_2d"],
-                                        batch["pose_2d"], batch["mask"])
-    return out["pose_3d"], errs
+    errors = jax.vmap(per_example_errors)
+    errs = errors(out["pose_3d"], batch["pose_3d"], out["proj_2d"], batch["pose_2d"],
+                  batch["mask"])
+    if refine_fn is None:
+      return out["pose_3d"], errs
+    ref = refine_fn(params["projector"], out["pose_3d_intermediate"], batch["pose_2d"],
+                    batch["mask"])
+    proj = model.apply({"params": params}, ref["pose_3d"],
+                       method=lambda m, x: m.projector.projection(x))
+    refined = errors(ref["pose_3d"], batch["pose_3d"], proj, batch["pose_2d"], batch["mask"])
+    for k in METRIC_NAMES:
+      refined[f"{k}_unrefined"] = errs[k]
+    per_frame = lambda v: jnp.broadcast_to(v[:, None].astype(jnp.float32), batch["mask"].shape)
+    refined["refine_discarded"] = per_frame(ref["discarded"]) * batch["mask"]
+    refined["refine_steps"] = per_frame(ref["steps"]) * batch["mask"]
+    return ref["pose_3d"], refined
 
   return jax.jit(step, in_shardings=(replicated, data), out_shardings=data)
+
+
+def _model_config(model):
+  """The model-config fields refine.py needs, read back from a PoseMachine."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({"projector_hidden": model.projector_hidden,
+                                    "residual_correction": model.residual_correction})
 
 
 def run_evaluator(eval_step, params, seqs: seq_lib.Sequences, window: int, batch_size: int,
@@ -81,7 +111,7 @@ def run_evaluator(eval_step, params, seqs: seq_lib.Sequences, window: int, batch
   mask[n_win:] = False
   seq_all = np.concatenate([seq_ids, np.zeros(n_pad, np.int64)])
   pred = np.full(seqs.pose_3d.shape, np.nan, np.float32)
-  errs = {k: np.full((seqs.num_frames,), np.nan, np.float32) for k in METRIC_NAMES}
+  errs = {}
   data = NamedSharding(mesh, P("data"))
   for b0 in range(0, len(idx), batch_size):
     sl = slice(b0, b0 + batch_size)
@@ -91,9 +121,11 @@ def run_evaluator(eval_step, params, seqs: seq_lib.Sequences, window: int, batch
     m, mv = e["mask"] > 0, e["mask_vel"] > 0
     frames = idx[sl]
     pred[frames[m]] = p[m]
-    for k in METRIC_NAMES:
-      sel = mv if k == "mpjve" else m
-      errs[k][frames[sel]] = e[k][sel]
+    for k, v in e.items():
+      if k in ("mask", "mask_vel"):
+        continue
+      sel = mv if k.startswith("mpjve") else m
+      errs.setdefault(k, np.full((seqs.num_frames,), np.nan, np.float32))[frames[sel]] = v[sel]
   return pred, errs
 
 
@@ -102,8 +134,7 @@ def summarize(seqs: seq_lib.Sequences, errs: dict) -> dict:
   frame_action = np.repeat(np.asarray(seqs.action), seqs.lengths)
   frame_seq = np.repeat(np.arange(seqs.num_sequences), seqs.lengths)
   out = {"overall": {}, "overall_frame_wise": {}, "per_action": {}, "per_sequence": {}}
-  for k in METRIC_NAMES:
-    v = errs[k]
+  for k, v in errs.items():
     ok = np.isfinite(v)
     per_action, action_mean, frame_mean = metrics.action_wise_average(v[ok], frame_action[ok])
     out["overall"][k] = float(action_mean)

@@ -198,7 +198,7 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   split = config.eval.split
   test_seqs = pipeline.load_split(config, split)
   train_seqs = train_seqs or pipeline.load_split(config, "train")
-  eval_step = evaluate.make_eval_step(model, mesh)
+  eval_step = evaluate.make_eval_step(model, mesh, config.refine)
   pred, errs = evaluate.run_evaluator(eval_step, state.params, test_seqs, config.data.window,
                                       config.eval.batch_size, mesh)
   results = evaluate.summarize(test_seqs, errs)
