@@ -21,6 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dir = ""               # directory of dataset files, for real data sources.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
+  # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose
+  # 3D labels are used; the rest train through the 2D terms only. 0 = no 3D labels at all.
+  c.data.labelled_fraction = 1.0
+  c.data.labelled_by = "subject"  # 'subject' | 'sequence'
   c.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0,
       num_subjects=ml_collections.ConfigDict(dict(train=8, val=2, test=3)),
@@ -50,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.w_bone_3d = 1.0          # 3D bone vectors, on both outputs.
   c.loss.w_2d = 1.0               # 2D projection consistency (self-supervision).
   c.loss.w_bone_2d = 1.0          # 2D bone vectors of the projection.
+  # Priors for data without 3D labels (see losses.py); 0 = off.
+  c.loss.w_2d_weak_perspective = 0.0
+  c.loss.w_bone_length_prior = 0.0
+  c.loss.w_symmetry = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 20_000
@@ -77,6 +85,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.refine.w_2d = 1.0
   c.refine.w_bone_2d = 1.0
   c.refine.chunk = 0              # samples per vmapped chunk (lax.map); 0: all at once.
+
+  # Device mesh ('data', 'model'): the batch is split over 'data' (all devices / model); the
+  # wide layers over 'model' (rules: distributed.PARAM_RULES). 1: pure data parallelism.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.model = 1
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 128         # windows per evaluation batch.
@@ -111,15 +124,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   choices = {"model.direction": (m.direction, ("bidirectional", "causal")),
              "model.dtype": (m.dtype, ("float32", "bfloat16")),
              "loss.distance": (config.loss.distance, ("squared", "euclidean")),
-             "train.schedule": (t.schedule, ("cosine", "constant"))}
+             "train.schedule": (t.schedule, ("cosine", "constant")),
+             "data.labelled_by": (d.labelled_by, ("subject", "sequence"))}
   for name, (val, ok) in choices.items():
     if val not in ok:
       raise ConfigError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")
+  if not 0.0 <= d.labelled_fraction <= 1.0:
+    raise ConfigError(f"Config key 'data.labelled_fraction' = {d.labelled_fraction}; "
+                      "expected a value in [0, 1].")
   for name, val in {"model.hidden": m.hidden, "model.lstm_layers": m.lstm_layers,
                     "model.projector_hidden": m.projector_hidden, "data.window": d.window,
                     "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,
                     "eval.batch_size": config.eval.batch_size,
-                    "train.log_every": t.log_every, "train.eval_every": t.eval_every}.items():
+                    "train.log_every": t.log_every, "train.eval_every": t.eval_every,
+                    "mesh.model": config.mesh.model}.items():
     if val < 1:
       raise ConfigError(f"Config key '{name}' = {val}; expected a positive integer.")
   return config

@@ -154,7 +154,11 @@ def summarize(seqs: seq_lib.Sequences, errs: dict) -> dict:
 
 def mean_pose_baseline(train: seq_lib.Sequences, test: seq_lib.Sequences) -> dict:
   """Errors (mm) of predicting the training-set mean pose for every test frame."""
-  mean_pose = train.pose_3d[np.repeat(train.has_3d, train.lengths)].mean(0)
+  labelled = np.repeat(train.has_3d, train.lengths)
+  if not labelled.any():
+    return {"mpjpe": None, "pa_mpjpe": None,
+            "note": "no 3D labels in the training data (self-supervised run)"}
+  mean_pose = train.pose_3d[labelled].mean(0)
   pred = jnp.broadcast_to(mean_pose, test.pose_3d.shape)
   gt = jnp.asarray(test.pose_3d)
   return {"mpjpe": float(metrics.mpjpe(pred, gt).mean() * 1000),

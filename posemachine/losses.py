@@ -8,6 +8,14 @@ Terms (each a masked mean; weights in `config.loss`):
     scale-normalised (`normalize_2d`) - the self-supervised consistency term.
   bone_2d: bone-vector error of that 2D projection.
 'squared' distance is the reference's L2; 'euclidean' is the per-joint distance (MPJPE).
+
+Priors for training without 3D labels (weights 0 unless set; all samples):
+  2d_weak_perspective: the corrected 3D pose's own (X, Y), normalised like the 2D target,
+    against the observed 2D pose: an analytic camera that the network cannot learn away,
+    unlike the learned projection half, which with no 3D labels can encode anything.
+  bone_length_prior: squared deviation of 3D bone lengths from the mean Human3.6M
+    lengths (skeleton.MEAN_BONE_LENGTHS), metres^2; fixes the scale that 2D cannot.
+  symmetry: squared difference of left and right bone lengths, metres^2.
 """
 
 from __future__ import annotations
@@ -47,6 +55,26 @@ def bone_error(pred, target, weight, kind="squared"):
   return pose_error(skeleton.bone_vectors(pred), skeleton.bone_vectors(target), weight, kind)
 
 
+def _bone_len(pose):
+  return jnp.sqrt((skeleton.bone_vectors(pose) ** 2).sum(-1) + 1e-12)  # (..., K-1)
+
+
+def bone_length_prior(pose_3d, weight):
+  """Masked mean squared deviation (m^2) of bone lengths from the H36M means. (B, T, K, 3)."""
+  ref = jnp.asarray(skeleton.MEAN_BONE_LENGTHS)[skeleton.BONE_CHILD]
+  return _masked_mean(((_bone_len(pose_3d) - ref) ** 2).mean(-1), weight)
+
+
+def symmetry_prior(pose_3d, weight):
+  """Masked mean squared left/right bone-length difference (m^2). (B, T, K, 3)."""
+  lengths = _bone_len(pose_3d)
+  child_to_bone = {int(c): i for i, c in enumerate(skeleton.BONE_CHILD)}
+  left = jnp.asarray([child_to_bone[j] for j in skeleton.LEFT])
+  right = jnp.asarray([child_to_bone[j] for j in skeleton.RIGHT])
+  # LEFT and RIGHT list mirrored joints in the same order (hip, knee, ankle, shoulder, ...).
+  return _masked_mean(((lengths[..., left] - lengths[..., right]) ** 2).mean(-1), weight)
+
+
 def total_loss(outputs, batch, loss_config):
   """Weighted sum of the terms. Returns (loss scalar, dict of terms).
 
@@ -68,5 +96,15 @@ def total_loss(outputs, batch, loss_config):
   }
   weights = {"3d_intermediate": c.w_3d_intermediate, "3d": c.w_3d, "bone_3d": c.w_bone_3d,
              "2d": c.w_2d, "bone_2d": c.w_bone_2d}
+  if c.w_2d_weak_perspective:
+    weak = normalize_2d(outputs["pose_3d"][..., :2])
+    terms["2d_weak_perspective"] = pose_error(weak, target_2d, frame_w, kind)
+    weights["2d_weak_perspective"] = c.w_2d_weak_perspective
+  if c.w_bone_length_prior:
+    terms["bone_length_prior"] = bone_length_prior(outputs["pose_3d"], frame_w)
+    weights["bone_length_prior"] = c.w_bone_length_prior
+  if c.w_symmetry:
+    terms["symmetry"] = symmetry_prior(outputs["pose_3d"], frame_w)
+    weights["symmetry"] = c.w_symmetry
   loss = sum(weights[k] * v for k, v in terms.items())
   return loss, terms

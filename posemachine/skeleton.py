@@ -20,6 +20,13 @@ RIGHT: tuple[int, ...] = (1, 2, 3, 14, 15, 16)
 # Raw Human3.6M mocap has 32 joints; these are the 17 kept, in the order above.
 H36M_FROM_32: tuple[int, ...] = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
+# Mean Human3.6M bone lengths in metres, indexed by the bone's child joint (0 for the root):
+# the skeleton metadata of the dataset, e.g. thigh 0.443 m. Used as a prior when no 3D
+# labels exist, and as the synthetic bodies' nominal proportions.
+MEAN_BONE_LENGTHS: tuple[float, ...] = (
+    0.0, 0.133, 0.443, 0.454, 0.133, 0.443, 0.454, 0.233, 0.257, 0.121, 0.115,
+    0.151, 0.279, 0.252, 0.151, 0.279, 0.252)
+
 # Bones as (child, parent) index pairs, one per non-root joint.
 BONES: tuple[tuple[int, int], ...] = tuple((i, p) for i, p in enumerate(PARENTS) if p >= 0)
 BONE_CHILD = np.array([c for c, _ in BONES], dtype=np.int32)

@@ -1,8 +1,10 @@
 """Training: train state, a jitted data-parallel step, the loop, checkpoints, logging.
 
-The train state is replicated and donated; the batch is sharded over the 'data' axis of a
-`Mesh` of the devices (`NamedSharding`). The step's batch comes from (seed, step) alone
-(see data.pipeline), so a resumed run continues with exactly the data it would have seen.
+The train state is donated and replicated (or, with config.mesh.model > 1, its wide layers
+split over the 'model' axis: distributed.PARAM_RULES); the batch is sharded over the 'data'
+axis of a `Mesh` of the devices (`NamedSharding`), each process feeding its own rows. The
+step's batch comes from (seed, step) alone (see data.pipeline), so a resumed run continues
+with exactly the data it would have seen. On SIGTERM the loop saves a checkpoint and stops.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from posemachine import checkpoints, config_defaults, errors, evaluate, losses, metric_writers
-from posemachine.data import pipeline
+from posemachine import checkpoints, config_defaults, distributed, errors, evaluate, losses
+from posemachine import metric_writers
+from posemachine.data import labels, pipeline
 from posemachine.models import machine
 
 
@@ -33,14 +36,9 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def create_mesh(num_devices: int = -1) -> Mesh:
-  """1-D data-parallel mesh ('data',) over all devices, or over the first num_devices."""
-  devices = jax.devices()
-  if num_devices > 0:
-    if num_devices > len(devices):
-      raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} devices exist.")
-    devices = devices[:num_devices]
-  return Mesh(np.asarray(devices), ("data",))
+def create_mesh(num_devices: int = -1, model: int = 1) -> Mesh:
+  """('data', 'model') mesh over all devices (or the first num_devices); 'model' of size model."""
+  return distributed.create_mesh(num_devices, model)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -74,13 +72,14 @@ def train_step(state: TrainState, batch, *, model, tx, loss_config):
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out_metrics
 
 
-def make_train_step(model, tx, loss_config, mesh: Mesh):
-  """jit-compiled train_step with the state replicated and donated, the batch sharded."""
+def make_train_step(model, tx, loss_config, mesh: Mesh, state_sharding=None):
+  """jit-compiled train_step with the state donated (replicated by default), the batch sharded."""
   replicated = NamedSharding(mesh, P())
+  state_sharding = state_sharding or replicated
   data = NamedSharding(mesh, P("data"))
   fn = functools.partial(train_step, model=model, tx=tx, loss_config=loss_config)
-  return jax.jit(fn, in_shardings=(replicated, data), out_shardings=(replicated, replicated),
-                 donate_argnums=0)
+  return jax.jit(fn, in_shardings=(state_sharding, data),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 
 def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
@@ -90,40 +89,56 @@ def shard_batch(local_batch: dict, mesh: Mesh) -> dict:
 
 
 def _check_batch_divisible(config, mesh):
-  n = mesh.devices.size
+  n = mesh.shape["data"]
   for name, b in (("train.batch_size", config.train.batch_size),
                   ("eval.batch_size", config.eval.batch_size)):
     if b % n:
-      raise ValueError(f"{name}={b} must be divisible by the number of devices ({n}).")
+      raise ValueError(f"{name}={b} must be divisible by the size of the 'data' mesh axis "
+                       f"({n} = devices / mesh.model).")
+
+
+@functools.lru_cache
+def _replicator(mesh):
+  return jax.jit(lambda p: p, out_shardings=NamedSharding(mesh, P()))
+
+
+def _replicated_params(params, mesh):
+  """Params as the evaluator takes them: replicated (gathers 'model'-split layers)."""
+  return params if mesh.shape["model"] == 1 else _replicator(mesh)(params)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
   Writes: workdir/checkpoints/, config.json, metrics.jsonl, tensorboard/, eval.json, PNG plots.
-  Returns the evaluation results dict.
+  Returns the evaluation results dict, or {"preempted_at_step": step} when a SIGTERM stopped
+  training (after saving a checkpoint of that step; rerun to resume).
   """
   config_defaults.validate(config)
   os.makedirs(workdir, exist_ok=True)
   checkpoints.check_workdir_config(workdir, config)
-  mesh = create_mesh(config.train.num_devices)
+  mesh = create_mesh(config.train.num_devices, config.mesh.model)
   _check_batch_divisible(config, mesh)
   t = config.train
   is_main = jax.process_index() == 0
 
   t0 = time.time()
-  train_seqs = pipeline.load_split(config, "train")
+  train_seqs = labels.apply_labelled_fraction(
+      pipeline.load_split(config, "train"), config.data.labelled_fraction,
+      config.data.labelled_by, config.seed)
   val_seqs = pipeline.load_split(config, "val")
-  logging.info("Data: %d train frames in %d sequences, %d val frames (%.1f s).",
-               train_seqs.num_frames, train_seqs.num_sequences, val_seqs.num_frames,
-               time.time() - t0)
+  logging.info("Data: %d train frames in %d sequences (%.0f%% with 3D labels), %d val frames "
+               "(%.1f s).", train_seqs.num_frames, train_seqs.num_sequences,
+               100 * np.repeat(train_seqs.has_3d, train_seqs.lengths).mean(),
+               val_seqs.num_frames, time.time() - t0)
 
   model = machine.from_config(config.model, config.data.num_joints)
   tx = make_optimizer(t)
-  replicated = NamedSharding(mesh, P())
-  init = jax.jit(functools.partial(init_state, model, tx, num_joints=config.data.num_joints,
-                                   window=config.data.window), out_shardings=replicated)
-  state = init(jax.random.key(config.seed))
+  init_fn = functools.partial(init_state, model, tx, num_joints=config.data.num_joints,
+                              window=config.data.window)
+  state_sharding = distributed.state_shardings(
+      jax.eval_shape(init_fn, jax.random.key(config.seed)), mesh)
+  state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(config.seed))
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info("Model: %s parameters on %d device(s).", f"{n_params:,}", mesh.devices.size)
 
@@ -134,12 +149,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resumed from checkpoint step %d.", int(state.step))
   start = int(state.step)
 
-  step_fn = make_train_step(model, tx, config.loss, mesh)
-  eval_step = evaluate.make_eval_step(model, mesh)
+  step_fn = make_train_step(model, tx, config.loss, mesh, state_sharding)
+  eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh))
   writer = metric_writers.MetricWriter(workdir, enabled=is_main)
   progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
                                      enabled=is_main)
   pending = []  # device metrics since the last log, fetched only at log time.
+  preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
   for step in range(start + 1, t.num_steps + 1):
     batch = pipeline.train_batch(train_seqs, config, step, jax.process_count(),
                                  jax.process_index())
@@ -155,18 +171,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.write_scalars(step, means, prefix="train")
       progress.update(step, loss=means["loss"])
     if step % t.eval_every == 0 or step == t.num_steps:
-      _, errs = evaluate.run_evaluator(eval_step, state.params, val_seqs, config.data.window,
-                                       config.eval.batch_size, mesh,
-                                       max_windows=config.eval.val_max_windows)
+      _, errs = evaluate.run_evaluator(eval_step, _replicated_params(state.params, mesh),
+                                       val_seqs, config.data.window, config.eval.batch_size,
+                                       mesh, max_windows=config.eval.val_max_windows)
       val = {k: float(np.nanmean(v)) for k, v in errs.items()}
       writer.write_scalars(step, val, prefix="val")
       logging.info("step %d: val MPJPE %.1f mm, PA-MPJPE %.1f mm", step, val["mpjpe"],
                    val["pa_mpjpe"])
       checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
+    # Every process asks at every step (with several, they agree on the step to stop at).
+    if step < t.num_steps and preemption.should_stop(step):
+      if manager.latest_step() != step:
+        checkpoints.save(manager, step, state)
+      manager.wait_until_finished()
+      writer.close()
+      manager.close()
+      preemption.close()
+      logging.warning("Preempted (SIGTERM): stopped after step %d of %d and saved checkpoint "
+                      "%d in %s. Rerun the same command to resume.", step, t.num_steps, step,
+                      manager.directory)
+      return {"preempted_at_step": step}
+  preemption.close()
   progress.done()
   manager.wait_until_finished()
   writer.close()
-  results = evaluate_workdir(config, workdir, state=state, manager=manager, mesh=mesh,
+  results = evaluate_workdir(config, workdir, state=state.replace(
+      params=_replicated_params(state.params, mesh)), manager=manager, mesh=mesh,
                              train_seqs=train_seqs)
   manager.close()
   return results
@@ -178,7 +208,7 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   Writes eval.json and plots into workdir (process 0) and returns the results.
   """
   config_defaults.validate(config)
-  mesh = mesh or create_mesh(config.train.num_devices)
+  mesh = mesh or create_mesh(config.train.num_devices, config.mesh.model)
   model = machine.from_config(config.model, config.data.num_joints)
   own_manager = manager is None
   if state is None:
@@ -198,7 +228,7 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   split = config.eval.split
   test_seqs = pipeline.load_split(config, split)
   train_seqs = train_seqs or pipeline.load_split(config, "train")
-  eval_step = evaluate.make_eval_step(model, mesh, config.refine)
+  eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh, config.refine))
   pred, errs = evaluate.run_evaluator(eval_step, state.params, test_seqs, config.data.window,
                                       config.eval.batch_size, mesh)
   results = evaluate.summarize(test_seqs, errs)
@@ -211,7 +241,7 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
     logging.info("%s split, step %d: MPJPE %.1f mm, PA-MPJPE %.1f mm, N-MPJPE %.1f mm, "
                  "MPJVE %.1f mm (mean-pose baseline MPJPE %.1f mm). Wrote %s",
                  split, results["checkpoint_step"], o["mpjpe"], o["pa_mpjpe"], o["n_mpjpe"],
-                 o["mpjve"], results["baseline_mean_pose"]["mpjpe"], ", ".join(paths))
+                 o["mpjve"], results["baseline_mean_pose"]["mpjpe"] or float("nan"), ", ".join(paths))
   if own_manager:
     manager.close()
   return results

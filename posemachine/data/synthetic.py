@@ -33,9 +33,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # Human3.6M skeleton metadata (pelvis->hip 132.9 mm, thigh 442.9, shin 454.2,
 # spine 233.4, thorax 257.1, neck/nose 121.1, head 115.0, shoulder 151.0,
 # upper arm 278.9, forearm 251.7).
-NOMINAL_BONE_LENGTHS = np.array(
-    [0.0, 0.133, 0.443, 0.454, 0.133, 0.443, 0.454, 0.233, 0.257, 0.121, 0.115,
-     0.151, 0.279, 0.252, 0.151, 0.279, 0.252])
+NOMINAL_BONE_LENGTHS = np.array(skeleton.MEAN_BONE_LENGTHS)
 # Rest direction of each bone (joint minus parent) in the body frame: legs and arms
 # hang down, the nose is in front of the thorax, the head top above and behind it.
 _REST_DIRECTIONS = np.array([
