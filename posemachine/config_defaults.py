@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic"   # 'synthetic' | 'h36m' (issue 4) ...
+  c.data.source = "synthetic"   # 'synthetic' | 'h36m' | 'humaneva' | 'mocap' (BVH)
   c.data.dir = ""               # directory of dataset files, for real data sources.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 3D labels are used; the rest train through the 2D terms only. 0 = no 3D labels at all.
   c.data.labelled_fraction = 1.0
   c.data.labelled_by = "subject"  # 'subject' | 'sequence'
+  c.data.use_unlabelled = True    # False: drop the unlabelled part (supervised-only baseline).
   c.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0,
       num_subjects=ml_collections.ConfigDict(dict(train=8, val=2, test=3)),
@@ -34,7 +35,40 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   c.data.h36m = ml_collections.ConfigDict(dict(
       keypoints="gt",          # 2D source: data_2d_h36m_<keypoints>.npz
-      protocol="p1",
+      protocol="p1",           # 'p1' | 'frontal' | 'p3' (see posemachine/data/h36m.py)
+      frontal_camera="58860488",  # test camera of the 'frontal' protocol.
+      p3_frame_stride=64,      # 'p3': score every n-th S11 frame.
+      train_subjects="",       # comma-separated; '' = the protocol's.
+      test_subjects="",
+      val_subjects="",         # '' = hold out the tail val_fraction of each train sequence.
+      val_fraction=0.1,
+      actions="",              # comma-separated base names ('Walking,Eating'); '' = all 15.
+      downsample=1,            # keep every n-th training frame.
+  ))
+  c.data.humaneva = ml_collections.ConfigDict(dict(
+      keypoints="gt",          # 2D source: data_2d_humaneva15_<keypoints>.npz
+      train_subjects="Train/S1,Train/S2,Train/S3",
+      test_subjects="Validate/S1,Validate/S2,Validate/S3",
+      actions="Walk,Jog,Box",  # prefixes of the file's action names ('Walking 1 chunk0').
+      val_fraction=0.1,        # tail of each training sequence held out for validation.
+      downsample=1,
+  ))
+  c.data.mocap = ml_collections.ConfigDict(dict(
+      train_dir="",            # BVH files for training (val: the tail of each clip) ...
+      test_dir="",             # ... and for the test split.
+      train_glob="*.bvh",      # comma-separated glob patterns within the directories.
+      test_glob="*.bvh",
+      fps=30.0,                # resample every clip to this frame rate.
+      scale=0.0,               # metres per file unit; 0 = auto (CMU rigs: 0.0254 / 0.45).
+      up_axis="y",             # 'y' | 'z': the files' up axis (output is Y up).
+      skip_frames=1,           # leading frames dropped (CMU: a T-pose reference frame).
+      segment_frames=0,        # split clips into segments of this many frames (0 = whole).
+      cameras_per_clip=4,      # virtual cameras per train/val clip (segment) ...
+      test_cameras_per_clip=2,  # ... and per test clip.
+      camera_seed=0,           # train/val cameras.
+      test_camera_seed=1,      # the test split's own fixed cameras.
+      val_fraction=0.1,
+      noise_px=4.0, outlier_prob=0.01, outlier_px=40.0,  # 2D noise as the synthetic source.
   ))
 
   c.model = ml_collections.ConfigDict()

@@ -126,6 +126,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_seqs = labels.apply_labelled_fraction(
       pipeline.load_split(config, "train"), config.data.labelled_fraction,
       config.data.labelled_by, config.seed)
+  if not config.data.use_unlabelled:
+    train_seqs = train_seqs.select(train_seqs.has_3d)
   val_seqs = pipeline.load_split(config, "val")
   logging.info("Data: %d train frames in %d sequences (%.0f%% with 3D labels), %d val frames "
                "(%.1f s).", train_seqs.num_frames, train_seqs.num_sequences,
@@ -202,10 +204,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
-def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None):
+def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None,
+                     out_dir=None):
   """Evaluates the latest checkpoint in workdir on config.eval.split.
 
-  Writes eval.json and plots into workdir (process 0) and returns the results.
+  Writes eval.json and plots into out_dir (default: workdir; process 0) and returns the
+  results.
   """
   config_defaults.validate(config)
   mesh = mesh or create_mesh(config.train.num_devices, config.mesh.model)
@@ -227,7 +231,10 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
                               "train first (--mode=train).")
   split = config.eval.split
   test_seqs = pipeline.load_split(config, split)
-  train_seqs = train_seqs or pipeline.load_split(config, "train")
+  if train_seqs is None:  # for the mean-pose baseline: the labelled training frames.
+    train_seqs = labels.apply_labelled_fraction(
+        pipeline.load_split(config, "train"), config.data.labelled_fraction,
+        config.data.labelled_by, config.seed)
   eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh, config.refine))
   pred, errs = evaluate.run_evaluator(eval_step, state.params, test_seqs, config.data.window,
                                       config.eval.batch_size, mesh)
@@ -235,7 +242,9 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   results.update(split=split, checkpoint_step=int(state.step), source=config.data.source,
                  baseline_mean_pose=evaluate.mean_pose_baseline(train_seqs, test_seqs))
   if jax.process_index() == 0:
-    paths = evaluate.write_report(workdir, results, test_seqs, pred,
+    out_dir = out_dir or workdir
+    os.makedirs(out_dir, exist_ok=True)
+    paths = evaluate.write_report(out_dir, results, test_seqs, pred,
                                   config.eval.num_plot_frames)
     o = results["overall"]
     logging.info("%s split, step %d: MPJPE %.1f mm, PA-MPJPE %.1f mm, N-MPJPE %.1f mm, "
