@@ -119,6 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.refine.w_2d = 1.0
   c.refine.w_bone_2d = 1.0
   c.refine.chunk = 0              # samples per vmapped chunk (lax.map); 0: all at once.
+  # 2D model of the objective: the frozen learned projection half (the paper), or the
+  # analytic weak-perspective projection of the corrected pose ('weak_perspective').
+  c.refine.projection = "learned"
 
   # Device mesh ('data', 'model'): the batch is split over 'data' (all devices / model); the
   # wide layers over 'model' (rules: distributed.PARAM_RULES). 1: pure data parallelism.
@@ -159,7 +162,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "model.dtype": (m.dtype, ("float32", "bfloat16")),
              "loss.distance": (config.loss.distance, ("squared", "euclidean")),
              "train.schedule": (t.schedule, ("cosine", "constant")),
-             "data.labelled_by": (d.labelled_by, ("subject", "sequence"))}
+             "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
+             "refine.projection": (config.refine.projection, ("learned", "weak_perspective"))}
   for name, (val, ok) in choices.items():
     if val not in ok:
       raise ConfigError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")

@@ -29,11 +29,16 @@ TORSO_JOINTS = (0, 1, 4, 11, 14)
 
 
 def objective(reg_params, proj_params, regression, projection, inter, target_2d, mask,
-              w_2d=1.0, w_bone_2d=1.0):
+              w_2d=1.0, w_bone_2d=1.0, weak_perspective=False):
   """2D consistency of one sample's corrected pose. inter (T, K, 3) m, target_2d (T, K, 2)
-  already normalised (losses.normalize_2d), mask (T,). Returns a scalar."""
+  already normalised (losses.normalize_2d), mask (T,). The 2D projection is the frozen
+  learned projection half, or with `weak_perspective` the pose's own normalised (X, Y).
+  Returns a scalar."""
   pose = regression.apply({"params": reg_params}, inter)
-  proj = projection.apply({"params": proj_params}, pose)
+  if weak_perspective:
+    proj = losses.normalize_2d(pose[..., :2])
+  else:
+    proj = projection.apply({"params": proj_params}, pose)
   w = mask[None]
   return (w_2d * losses.pose_error(proj[None], target_2d[None], w)
           + w_bone_2d * losses.bone_error(proj[None], target_2d[None], w))
@@ -59,7 +64,8 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
   target = losses.normalize_2d(pose_2d)
   obj = functools.partial(objective, proj_params=proj_params, regression=regression,
                           projection=projection, inter=inter, target_2d=target, mask=mask,
-                          w_2d=r.w_2d, w_bone_2d=r.w_bone_2d)
+                          w_2d=r.w_2d, w_bone_2d=r.w_bone_2d,
+                          weak_perspective=r.projection == "weak_perspective")
   apply_reg = lambda p: regression.apply({"params": p}, inter)
   tx = optax.adam(r.learning_rate)
   p0 = projector_params["regression"]

@@ -97,3 +97,17 @@ def test_evaluator_reports_before_and_after_correction():
   # The refined 2D consistency (proj_2d) is lower than before on every real frame.
   real = np.asarray(mask) > 0
   assert np.mean(np.asarray(errs["proj_2d"])[real]) < np.mean(np.asarray(plain["proj_2d"])[real])
+
+
+def test_weak_perspective_objective_decreases():
+  _, params, out, pose_2d, mask, fn = setup(steps=5, learning_rate=1e-3, converge_mm=0.0,
+                                            discard_mm=1e9, projection="weak_perspective")
+  res = fn(params["projector"], out["pose_3d_intermediate"], pose_2d, mask)
+  assert np.all(np.asarray(res["objective_after"]) < np.asarray(res["objective_before"]))
+  pose = res["pose_3d"][1]
+  target = losses.normalize_2d(pose_2d[1])
+  w = mask[1][None]
+  weak = losses.normalize_2d(pose[..., :2])
+  want = (losses.pose_error(weak[None], target[None], w)
+          + losses.bone_error(weak[None], target[None], w))
+  np.testing.assert_allclose(res["objective_after"][1], want, rtol=1e-4)
