@@ -118,7 +118,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.refine.discard_mm = 20.0      # reject corrections moving a torso joint more than this.
   c.refine.w_2d = 1.0
   c.refine.w_bone_2d = 1.0
-  c.refine.chunk = 0              # samples per vmapped chunk (lax.map); 0: all at once.
+  c.refine.chunk = 64             # samples per vmapped chunk (lax.map); 0: all at once.
   # 2D model of the objective: the frozen learned projection half (the paper), or the
   # analytic weak-perspective projection of the corrected pose ('weak_perspective').
   c.refine.projection = "learned"
