@@ -124,6 +124,10 @@ def main(argv):
       results = train.evaluate_workdir(config, src_dir, out_dir=os.path.join(FLAGS.workdir, name))
     else:
       results = train.train_and_evaluate(config, os.path.join(FLAGS.workdir, name))
+    if "overall" not in results:  # preempted (SIGTERM): checkpoint saved, rerun resumes.
+      logging.warning("Variant %s stopped early (%s); rerun the same command to resume.",
+                      name, results)
+      return
     rows.append(_row(name, results))
     write_report(FLAGS.workdir, rows, base)  # after each variant: partial results survive.
   print(open(os.path.join(FLAGS.workdir, "ablation.md")).read())
