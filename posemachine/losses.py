@@ -4,8 +4,10 @@ Terms (each a masked mean; weights in `config.loss`):
   3d_intermediate, 3d: joint error of the transformer output and of the corrected pose
     against the 3D label (metres; only samples with a 3D label).
   bone_3d: bone-vector error on both 3D outputs (metres).
-  2d: the projector's 2D output against the observed 2D pose, both root-centred and
-    scale-normalised (`normalize_2d`) - the self-supervised consistency term.
+  2d: the projector's 2D output against the 2D pose, both root-centred and
+    scale-normalised (`normalize_2d`) - the self-supervised consistency term. The 2D pose
+    is the ground truth where known (`pose_2d_target` of samples with 3D labels), else
+    the observed input, as in the reference.
   bone_2d: bone-vector error of that 2D projection.
 'squared' distance is the reference's L2; 'euclidean' is the per-joint distance (MPJPE).
 
@@ -85,7 +87,12 @@ def total_loss(outputs, batch, loss_config):
   kind = c.distance
   frame_w = batch["mask"]
   w3 = frame_w * batch["has_3d"][:, None]
-  target_2d = normalize_2d(batch["pose_2d"])
+  observed_2d = normalize_2d(batch["pose_2d"])
+  if "pose_2d_target" in batch:
+    known = batch["has_3d"][:, None, None, None] > 0
+    target_2d = jnp.where(known, normalize_2d(batch["pose_2d_target"]), observed_2d)
+  else:
+    target_2d = observed_2d
   terms = {
       "3d_intermediate": pose_error(outputs["pose_3d_intermediate"], batch["pose_3d"], w3, kind),
       "3d": pose_error(outputs["pose_3d"], batch["pose_3d"], w3, kind),

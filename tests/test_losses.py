@@ -79,3 +79,15 @@ def test_loss_decreases_on_fixed_batch():
     first = float(m["loss"]) if first is None else first
   assert float(m["loss"]) < 0.5 * first
   assert int(state.step) == 100
+
+
+def test_projection_target_is_ground_truth_2d_where_labelled():
+  rng = np.random.default_rng(4)
+  batch = random_batch(rng, b=2)
+  batch["pose_2d_target"] = batch["pose_2d"] + rng.normal(size=batch["pose_2d"].shape) * 0.05
+  batch["has_3d"] = np.array([1.0, 0.0], np.float32)
+  out = {"pose_3d": batch["pose_3d"], "pose_3d_intermediate": batch["pose_3d"],
+         "proj_2d": losses.normalize_2d(batch["pose_2d_target"][:1]).repeat(2, 0)}
+  out["proj_2d"] = out["proj_2d"].at[1].set(losses.normalize_2d(batch["pose_2d"][1]))
+  _, terms = losses.total_loss(out, batch, config_defaults.get_config().loss)
+  assert float(terms["2d"]) < 1e-10  # labelled: GT 2D; unlabelled: the observed input.

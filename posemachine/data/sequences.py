@@ -161,6 +161,9 @@ def gather_windows(seqs: Sequences, idx, mask, seq_ids) -> dict:
       "pose_3d": seqs.pose_3d[idx], "mask": mask.astype(np.float32),
       "has_3d": seqs.has_3d[seq_ids].astype(np.float32),
   }
+  # Ground-truth 2D where the source knows it (the projector's target on labelled data).
+  clean = seqs.extras.get("pose_2d_clean")
+  batch["pose_2d_target"] = clean[idx] if clean is not None else batch["pose_2d"]
   return batch
 
 
@@ -170,7 +173,8 @@ def sample_train_batch(seqs: Sequences, rng: np.random.Generator, batch_size: in
 
   Sequences shorter than `window` are edge padded and masked.
   Returns dict: pose_2d (B, T, K, 2), confidence (B, T, K), pose_3d (B, T, K, 3),
-  mask (B, T), has_3d (B,), all float32.
+  mask (B, T), has_3d (B,), pose_2d_target (B, T, K, 2) (the ground-truth 2D where the
+  source has it, else pose_2d), all float32.
   """
   p = seqs.lengths / seqs.lengths.sum()
   seq_ids = rng.choice(seqs.num_sequences, size=batch_size, p=p)
