@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from posemachine import io_utils, losses, metrics, skeleton
+from posemachine import io_utils, losses, metrics, skeleton, tables
 from posemachine.data import sequences as seq_lib
 
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "n_mpjpe", "mpjve", "proj_2d")
@@ -178,16 +178,23 @@ def per_joint_errors(pred, gt):
 
 def write_report(workdir: str, results: dict, seqs: seq_lib.Sequences, pred: np.ndarray,
                  num_plot_frames: int = 4) -> list[str]:
-  """Writes eval.json and PNG plots into workdir; returns the written paths."""
+  """Writes eval.json, eval_table.md and PNG plots into workdir; returns the written paths."""
   from posemachine import plots  # pylint: disable=g-import-not-at-top  (matplotlib is slow to import)
   paths = [os.path.join(workdir, "eval.json")]
+  layout = skeleton.for_num_joints(seqs.num_joints)
   mpjpe_j, pa_j = per_joint_errors(pred, seqs.pose_3d)
   results = dict(results)
   results["per_joint"] = {name: {"mpjpe": float(a), "pa_mpjpe": float(b)}
-                          for name, a, b in zip(skeleton.JOINT_NAMES, mpjpe_j, pa_j)}
+                          for name, a, b in zip(layout.joint_names, mpjpe_j, pa_j)}
   io_utils.atomic_write_json(paths[0], results)
+  # The per-action (and per-subject) table in the papers' layout, written and printed.
+  table = tables.format_report(results, seqs)
+  p = os.path.join(workdir, "eval_table.md")
+  io_utils.atomic_write_text(p, table)
+  print(table, flush=True)
+  paths.append(p)
   p = os.path.join(workdir, "per_joint_error.png")
-  plots.plot_per_joint_error({"MPJPE": mpjpe_j, "PA-MPJPE": pa_j}, skeleton.JOINT_NAMES, p,
+  plots.plot_per_joint_error({"MPJPE": mpjpe_j, "PA-MPJPE": pa_j}, layout.joint_names, p,
                              title=f"Per-joint error, {results.get('split', 'test')} split (mm)")
   paths.append(p)
   # A few frames spread over the test set, one per sequence of different actions.
@@ -197,8 +204,8 @@ def write_report(workdir: str, results: dict, seqs: seq_lib.Sequences, pred: np.
     seq_of = np.searchsorted(seqs.starts, pick, side="right") - 1
     titles = [seqs.sequence_name(int(s)) for s in seq_of]
     p = os.path.join(workdir, "skeletons.png")
-    plots.plot_skeletons(pred[pick], seqs.pose_3d[pick], skeleton.PARENTS, p, titles=titles,
-                         left=skeleton.LEFT, right=skeleton.RIGHT)
+    plots.plot_skeletons(pred[pick], seqs.pose_3d[pick], layout.parents, p, titles=titles,
+                         left=layout.left, right=layout.right)
     paths.append(p)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics_path):

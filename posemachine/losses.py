@@ -52,17 +52,26 @@ def pose_error(pred, target, weight, kind="squared"):
   return _masked_mean(_distance(pred - target, kind).mean(-1), weight)
 
 
+def bones(pose):
+  """Bone vectors (..., K - 1, D) of a pose (..., K, D) in the layout of its joint count."""
+  layout = skeleton.for_num_joints(pose.shape[-2])
+  return skeleton.bone_vectors(pose, layout.bone_child, layout.bone_parent)
+
+
 def bone_error(pred, target, weight, kind="squared"):
   """Masked mean of bone-vector distances (B, T, K, D) -> scalar."""
-  return pose_error(skeleton.bone_vectors(pred), skeleton.bone_vectors(target), weight, kind)
+  return pose_error(bones(pred), bones(target), weight, kind)
 
 
 def _bone_len(pose):
-  return jnp.sqrt((skeleton.bone_vectors(pose) ** 2).sum(-1) + 1e-12)  # (..., K-1)
+  return jnp.sqrt((bones(pose) ** 2).sum(-1) + 1e-12)  # (..., K-1)
 
 
 def bone_length_prior(pose_3d, weight):
-  """Masked mean squared deviation (m^2) of bone lengths from the H36M means. (B, T, K, 3)."""
+  """Masked mean squared deviation (m^2) of bone lengths from the H36M means. (B, T, 17, 3)."""
+  if pose_3d.shape[-2] != skeleton.NUM_JOINTS:
+    raise ValueError(f"The bone-length prior knows the {skeleton.NUM_JOINTS}-joint Human3.6M "
+                     f"means only; got {pose_3d.shape[-2]} joints (set loss.w_bone_length_prior=0).")
   ref = jnp.asarray(skeleton.MEAN_BONE_LENGTHS)[skeleton.BONE_CHILD]
   return _masked_mean(((_bone_len(pose_3d) - ref) ** 2).mean(-1), weight)
 
@@ -70,9 +79,10 @@ def bone_length_prior(pose_3d, weight):
 def symmetry_prior(pose_3d, weight):
   """Masked mean squared left/right bone-length difference (m^2). (B, T, K, 3)."""
   lengths = _bone_len(pose_3d)
-  child_to_bone = {int(c): i for i, c in enumerate(skeleton.BONE_CHILD)}
-  left = jnp.asarray([child_to_bone[j] for j in skeleton.LEFT])
-  right = jnp.asarray([child_to_bone[j] for j in skeleton.RIGHT])
+  layout = skeleton.for_num_joints(pose_3d.shape[-2])
+  child_to_bone = {int(c): i for i, c in enumerate(layout.bone_child)}
+  left = jnp.asarray([child_to_bone[j] for j in layout.left])
+  right = jnp.asarray([child_to_bone[j] for j in layout.right])
   # LEFT and RIGHT list mirrored joints in the same order (hip, knee, ankle, shoulder, ...).
   return _masked_mean(((lengths[..., left] - lengths[..., right]) ** 2).mean(-1), weight)
 

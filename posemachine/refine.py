@@ -21,11 +21,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from posemachine import losses
+from posemachine import losses, skeleton
 from posemachine.models import projector as projector_lib
 
 # Joints whose movement the discard rule limits: pelvis, both hips, both shoulders.
-TORSO_JOINTS = (0, 1, 4, 11, 14)
+TORSO_JOINT_NAMES = ("pelvis", "left_hip", "right_hip", "left_shoulder", "right_shoulder")
+
+
+def torso_joints(num_joints: int) -> tuple[int, ...]:
+  names = skeleton.for_num_joints(num_joints).joint_names
+  return tuple(names.index(n) for n in TORSO_JOINT_NAMES)
 
 
 def objective(reg_params, proj_params, regression, projection, inter, target_2d, mask,
@@ -87,7 +92,7 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
 
   init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
   params, _, pose, steps, _ = jax.lax.fori_loop(0, r.steps, body, init)
-  torso = jnp.asarray(TORSO_JOINTS)
+  torso = jnp.asarray(torso_joints(num_joints))
   torso_move = jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1)
   discarded = (torso_move * mask).max() * 1000 > r.discard_mm
   final = jnp.where(discarded, pose0, pose)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 JOINT_NAMES: tuple[str, ...] = (
@@ -62,3 +64,44 @@ def check_num_joints(array, num_joints: int, what: str) -> None:
     raise ValueError(
         f"{what}: expected shape (..., {num_joints}, D) with {num_joints} joints, "
         f"got shape {shape}.")
+
+
+# HumanEva-I, 15 joints (VideoPose3D's 'humaneva15' layout, DESIGN.md section 2).
+HUMANEVA15_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis", "thorax", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
+    "right_elbow", "right_wrist", "left_hip", "left_knee", "left_ankle", "right_hip",
+    "right_knee", "right_ankle", "head")
+HUMANEVA15_PARENTS: tuple[int, ...] = (-1, 0, 1, 2, 3, 1, 5, 6, 0, 8, 9, 0, 11, 12, 1)
+HUMANEVA15_LEFT: tuple[int, ...] = (2, 3, 4, 8, 9, 10)
+HUMANEVA15_RIGHT: tuple[int, ...] = (5, 6, 7, 11, 12, 13)
+
+
+class Layout(NamedTuple):
+  """A joint layout: names, parents (-1 root), left/right joints and bone index arrays."""
+  joint_names: tuple[str, ...]
+  parents: tuple[int, ...]
+  left: tuple[int, ...]
+  right: tuple[int, ...]
+  bone_child: np.ndarray   # (K - 1,) int32
+  bone_parent: np.ndarray  # (K - 1,) int32
+
+
+def _layout(names, parents, left, right) -> Layout:
+  bones = [(i, p) for i, p in enumerate(parents) if p >= 0]
+  return Layout(names, parents, left, right, np.array([c for c, _ in bones], np.int32),
+                np.array([p for _, p in bones], np.int32))
+
+
+LAYOUTS = {
+    NUM_JOINTS: _layout(JOINT_NAMES, PARENTS, LEFT, RIGHT),
+    len(HUMANEVA15_PARENTS): _layout(HUMANEVA15_JOINT_NAMES, HUMANEVA15_PARENTS,
+                                     HUMANEVA15_LEFT, HUMANEVA15_RIGHT),
+}
+
+
+def for_num_joints(num_joints: int) -> Layout:
+  """The layout with `num_joints` joints: 17 (Human3.6M) or 15 (HumanEva-I)."""
+  if num_joints not in LAYOUTS:
+    raise ValueError(f"No joint layout with {num_joints} joints; known: {sorted(LAYOUTS)} "
+                     "(Human3.6M 17, HumanEva-I 15).")
+  return LAYOUTS[num_joints]

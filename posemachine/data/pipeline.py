@@ -8,20 +8,10 @@ exactly the batches it would have seen, and each process can cut its own shard f
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from posemachine.data import sequences as seq_lib
 from posemachine.data.sequences import DataError
-
-H36M_FILES_HELP = """\
-Human3.6M expects the VideoPose3D-format files in --config.data.dir ({dir}):
-  data_3d_h36m.npz           3D mocap (positions_3d: subject -> action -> (T, 32, 3) metres)
-  data_2d_h36m_{kp}.npz   2D keypoints (positions_2d: subject -> action -> 4 x (T, 17, 2) px)
-Prepare them with VideoPose3D's data/prepare_data_h36m.py from the Human3.6M release
-(https://github.com/facebookresearch/VideoPose3D/blob/main/DATASETS.md); 2D detections
-(e.g. cpn_ft_h36m_dbb) come from the same page."""
 
 
 def load_split(config, split: str) -> seq_lib.Sequences:
@@ -33,25 +23,18 @@ def load_split(config, split: str) -> seq_lib.Sequences:
     from posemachine.data import synthetic  # pylint: disable=g-import-not-at-top
     seqs = synthetic.generate(d.synthetic, split)
   elif d.source == "h36m":
-    seqs = _load_h36m(config, split)
+    from posemachine.data import h36m  # pylint: disable=g-import-not-at-top
+    seqs = h36m.load_split(config, split)
+  elif d.source == "humaneva":
+    from posemachine.data import humaneva  # pylint: disable=g-import-not-at-top
+    seqs = humaneva.load_split(config, split)
+  elif d.source == "mocap":
+    from posemachine.data import bvh  # pylint: disable=g-import-not-at-top
+    seqs = bvh.load_split(config, split)
   else:
-    raise DataError(f"Unknown config.data.source {d.source!r}; expected 'synthetic' or 'h36m'.")
+    raise DataError(f"Unknown config.data.source {d.source!r}; expected 'synthetic', 'h36m', "
+                    "'humaneva' or 'mocap'.")
   return seqs.validate(d.num_joints)
-
-
-def _load_h36m(config, split):
-  d = config.data
-  help_text = H36M_FILES_HELP.format(dir=d.dir or "<not set>", kp=d.h36m.keypoints)
-  if not d.dir:
-    raise DataError("config.data.dir is not set.\n" + help_text)
-  needed = ["data_3d_h36m.npz", f"data_2d_h36m_{d.h36m.keypoints}.npz"]
-  missing = [f for f in needed if not os.path.isfile(os.path.join(d.dir, f))]
-  if missing:
-    raise DataError(f"Missing {missing} in {os.path.abspath(d.dir)}.\n" + help_text)
-  raise DataError(
-      f"Found {needed} in {d.dir}, but the Human3.6M reader is not implemented in this "
-      "version of posemachine (tracked as the real-data issue); use the synthetic default "
-      "(configs/synthetic.py) for now.")
 
 
 def train_batch(seqs: seq_lib.Sequences, config, step: int, num_processes: int = 1,
