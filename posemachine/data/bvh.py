@@ -108,8 +108,12 @@ def _tokens(lines, start, stop):
 
 
 def parse_bvh(text: str, source: str = "<string>") -> BVH:
-  """Parses BVH text. Raises DataError naming the source and line on malformed input."""
-  lines = text.splitlines()
+  """Parses BVH text. Raises DataError naming the source and line on malformed input.
+
+  Lines starting with '#' are comments (Blender ignores them too); line numbers in error
+  messages still count them.
+  """
+  lines = ["" if l.lstrip().startswith("#") else l for l in text.splitlines()]
   motion_at = next((i for i, l in enumerate(lines) if l.strip().upper() == "MOTION"), None)
   if motion_at is None:
     raise DataError(f"{source}: no MOTION section (the file is truncated or not BVH; "
