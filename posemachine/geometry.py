@@ -119,6 +119,23 @@ def image_coordinates(normalized, w, h):
   return (normalized + offset) * w / 2
 
 
+def axis_rotation(axis: int, angle) -> np.ndarray:
+  """Rotation matrices about x (0), y (1) or z (2): angles (...,) radians -> (..., 3, 3).
+
+  NumPy, float64; right-handed (a positive angle turns y towards z about x, and so on).
+  """
+  angle = np.asarray(angle, np.float64)
+  c, s = np.cos(angle), np.sin(angle)
+  i, j = [(1, 2), (2, 0), (0, 1)][axis]
+  r = np.zeros(angle.shape + (3, 3))
+  r[..., axis, axis] = 1.0
+  r[..., i, i] = c
+  r[..., j, j] = c
+  r[..., i, j] = -s
+  r[..., j, i] = s
+  return r
+
+
 def look_at_rotation(camera_centre, target, up=(0.0, 1.0, 0.0)):
   """Camera-to-world rotation R (3, 3) for a camera at `camera_centre` looking at `target`.
 

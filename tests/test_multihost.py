@@ -15,31 +15,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from posemachine import checkpoints, config_defaults, distributed, train
 from posemachine.data import pipeline
 from posemachine.models import machine
+import tiny_config as tiny_config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_CONFIG = '''
-from posemachine import config_defaults
-
-def get_config():
-  c = config_defaults.get_config()
-  c.model.hidden = c.model.projector_hidden = 16
-  s = c.data.synthetic
-  s.num_subjects.train, s.num_subjects.val, s.num_subjects.test = 2, 1, 1
-  s.sequences_per_action, s.frames_per_sequence, s.cameras_per_sequence = 1, 24, 1
-  s.actions = ("walk", "squat")
-  c.data.window = 8
-  t = c.train
-  t.num_steps, t.batch_size, t.log_every, t.eval_every, t.warmup_steps = 4, 8, 1, 4, 2
-  c.eval.batch_size, c.eval.num_plot_frames = 8, 2
-  return c
-'''
+MULTIHOST_TRAIN = dict(num_steps=4, log_every=1, eval_every=4)
 
 
 def tiny_config():
-  namespace = {}
-  exec(TINY_CONFIG, namespace)  # pylint: disable=exec-used
-  return namespace["get_config"]()
+  return tiny_config_lib.get_config(**MULTIHOST_TRAIN)
 
 
 def free_port():
@@ -84,15 +68,13 @@ def restore(workdir, config, mesh):
 
 
 def test_two_processes_match_one(tmp_path):
-  config_path = tmp_path / "tiny.py"
-  config_path.write_text(TINY_CONFIG)
   multi = str(tmp_path / "multi")
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
   port = free_port()
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "posemachine.main", f"--config={config_path}",
-       f"--workdir={multi}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+      [sys.executable, "-m", "posemachine.main", f"--config={tiny_config_lib.PATH}",
+       *tiny_config_lib.overrides(**MULTIHOST_TRAIN), f"--workdir={multi}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
        f"--process_id={i}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True) for i in range(2)]
   try:

@@ -12,28 +12,13 @@ import jax
 
 from posemachine import checkpoints, config_defaults, distributed, train
 from posemachine.models import machine
+import tiny_config as tiny_config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# tests/test_train.py's tiny config, logging every step, with a constant learning rate so
-# that runs of different num_steps follow the same trajectory.
-TINY_CONFIG = '''
-from posemachine import config_defaults
-
-def get_config():
-  c = config_defaults.get_config()
-  c.model.hidden = c.model.projector_hidden = 16
-  s = c.data.synthetic
-  s.num_subjects.train, s.num_subjects.val, s.num_subjects.test = 2, 1, 1
-  s.sequences_per_action, s.frames_per_sequence, s.cameras_per_sequence = 1, 24, 1
-  s.actions = ("walk", "squat")
-  c.data.window = 8
-  t = c.train
-  t.num_steps, t.batch_size, t.log_every, t.eval_every, t.warmup_steps = 1000, 8, 1, 1000, 2
-  t.schedule = "constant"
-  c.eval.batch_size, c.eval.num_plot_frames = 8, 2
-  return c
-'''
+# The tests' tiny config, logging every step, with a constant learning rate so that runs of
+# different num_steps follow the same trajectory.
+PREEMPT_TRAIN = dict(num_steps=1000, log_every=1, eval_every=1000, schedule="constant")
 
 
 def model_config():
@@ -48,9 +33,9 @@ def _env():
               XLA_FLAGS="--xla_force_host_platform_device_count=8")
 
 
-def _cmd(config_path, workdir, *extra):
-  return [sys.executable, "-m", "posemachine.main", f"--config={config_path}",
-          f"--workdir={workdir}", *extra]
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "posemachine.main", f"--config={tiny_config_lib.PATH}",
+          *tiny_config_lib.overrides(**PREEMPT_TRAIN), f"--workdir={workdir}", *extra]
 
 
 def _losses(workdir):
@@ -83,13 +68,11 @@ def _stop(proc, timeout=60):
 
 
 def test_sigterm_saves_and_resumes_exactly(tmp_path):
-  config_path = tmp_path / "tiny.py"
-  config_path.write_text(TINY_CONFIG)
   part, ref = str(tmp_path / "part"), str(tmp_path / "ref")
   popen = dict(cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   # The run to preempt and an uninterrupted reference, side by side (1000 steps each).
-  a = subprocess.Popen(_cmd(config_path, part), **popen)
-  c = subprocess.Popen(_cmd(config_path, ref), **popen)
+  a = subprocess.Popen(_cmd(part), **popen)
+  c = subprocess.Popen(_cmd(ref), **popen)
   try:
     _wait_for_step(a, part, 3)
     rc, log = _stop(a)
@@ -118,7 +101,7 @@ def test_sigterm_saves_and_resumes_exactly(tmp_path):
         p.wait()
 
   # Rerun (to step s + 2): it resumes at s and logs the losses the reference logged.
-  r = subprocess.run(_cmd(config_path, part, f"--config.train.num_steps={s + 2}"), cwd=REPO,
+  r = subprocess.run(_cmd(part, f"--config.train.num_steps={s + 2}"), cwd=REPO,
                      env=_env(), capture_output=True, text=True, timeout=150)
   assert r.returncode == 0, r.stderr[-3000:]
   assert f"Resumed from checkpoint step {s}." in r.stderr

@@ -13,22 +13,12 @@ import pytest
 from posemachine import checkpoints, config_defaults, train
 from posemachine.data import pipeline
 from posemachine.models import machine
+import tiny_config as tiny_config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config():
-  c = config_defaults.get_config()
-  c.model.hidden = c.model.projector_hidden = 16
-  s = c.data.synthetic
-  s.num_subjects.train, s.num_subjects.val, s.num_subjects.test = 2, 1, 1
-  s.sequences_per_action, s.frames_per_sequence, s.cameras_per_sequence = 1, 24, 1
-  s.actions = ("walk", "squat")
-  c.data.window = 8
-  t = c.train
-  t.num_steps, t.batch_size, t.log_every, t.eval_every, t.warmup_steps = 6, 8, 2, 3, 2
-  c.eval.batch_size, c.eval.num_plot_frames = 8, 2
-  return c
+tiny_config = tiny_config_lib.get_config
 
 
 def params_of(workdir, config):

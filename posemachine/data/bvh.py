@@ -299,16 +299,7 @@ def read_bvh(path) -> BVH:
 
 def axis_rotation(axis: int, degrees) -> np.ndarray:
   """Rotations about x (0), y (1) or z (2): angles (F,) degrees -> (F, 3, 3)."""
-  a = np.radians(np.asarray(degrees, np.float64))
-  c, s = np.cos(a), np.sin(a)
-  i, j = [(1, 2), (2, 0), (0, 1)][axis]
-  r = np.zeros(a.shape + (3, 3))
-  r[..., axis, axis] = 1.0
-  r[..., i, i] = c
-  r[..., j, j] = c
-  r[..., i, j] = -s
-  r[..., j, i] = s
-  return r
+  return geometry.axis_rotation(axis, np.radians(np.asarray(degrees, np.float64)))
 
 
 def forward_kinematics(bvh: BVH, end_sites: bool = False, motion=None) -> np.ndarray:

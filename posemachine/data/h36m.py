@@ -177,6 +177,14 @@ def read_2d(path: str, joints: int = 17, layouts=("h36m",)) -> tuple[dict, dict]
   return pos, meta
 
 
+def require_subject(subject, subjects, files):
+  """Raises DataError unless `subject` is in every (path, table) of `files`."""
+  for path, table in files:
+    if subject not in table:
+      raise DataError(f"{path}: no subject {subject!r} (subjects in the file: "
+                      f"{sorted(table)}); the split needs {list(subjects)}.")
+
+
 def check_files(data_dir: str, names: list[str], help_text: str) -> list[str]:
   """Absolute paths of names in data_dir; DataError listing the missing ones."""
   if not data_dir:
@@ -306,10 +314,7 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
                     f"{list(CAMERA_ORDER)}.")
   items = []
   for subject in subjects:
-    for path, table in ((p3d, pos3d), (p2d, pos2d)):
-      if subject not in table:
-        raise DataError(f"{path}: no subject {subject!r} (subjects in the file: "
-                        f"{sorted(table)}); the split needs {list(subjects)}.")
+    require_subject(subject, subjects, ((p3d, pos3d), (p2d, pos2d)))
     for action in sorted(pos3d[subject]):
       base, take = split_action(action)
       if actions and base not in actions:

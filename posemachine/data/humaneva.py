@@ -99,10 +99,7 @@ def load(data_dir: str, keypoints: str, subjects, actions=ACTIONS[:3]) -> list[d
   pos3d, (pos2d, _) = h36m.read_pair(p3d, p2d, NUM_JOINTS, NUM_JOINTS, ("humaneva15",))
   items = []
   for subject in subjects:
-    for path, table in ((p3d, pos3d), (p2d, pos2d)):
-      if subject not in table:
-        raise DataError(f"{path}: no subject {subject!r} (subjects in the file: "
-                        f"{sorted(table)}); the split needs {list(subjects)}.")
+    h36m.require_subject(subject, subjects, ((p3d, pos3d), (p2d, pos2d)))
     for file_action in sorted(pos3d[subject]):
       name, rest = action_name(file_action)
       if actions and name not in actions:

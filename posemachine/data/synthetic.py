@@ -126,16 +126,7 @@ def sample_body(rng: np.random.Generator) -> Body:
 
 def _rot(axis: int, angle):
   """Rotations about a body axis (0 = x, 1 = y, 2 = z): angle (T,) radians -> (T, 3, 3)."""
-  angle = np.asarray(angle, np.float64)
-  c, s = np.cos(angle), np.sin(angle)
-  i, j = [(1, 2), (2, 0), (0, 1)][axis]
-  r = np.zeros(angle.shape + (3, 3))
-  r[..., axis, axis] = 1.0
-  r[..., i, i] = c
-  r[..., j, j] = c
-  r[..., i, j] = -s
-  r[..., j, i] = s
-  return r
+  return geometry.axis_rotation(axis, angle)
 
 
 def _chain(*rotations):
