@@ -1,0 +1,262 @@
+"""Benchmark suite: the JAX train step against the same network in PyTorch and the machine's peak.
+
+python -m posemachine.bench [--quick] [--out=DIR]
+
+Measures, for the paper-sized lifter (1024 wide, two LSTM layers, six-layer projector):
+- the machine's float32 matmul peak (a large jitted matmul, same run);
+- the JAX train step: compile time, steps/s and frames/s (median and 10th-90th percentile of
+  many steps, warm-up excluded), model FLOP utilisation (analytic FLOPs / peak);
+- the same network and loss in PyTorch (eager; `torch.compile` outside --quick), same shapes,
+  same data, same thread count; the ratio to JAX;
+- offline (bidirectional) inference frames/s;
+- the input pipeline's share: host batch sampling + transfer vs the step time.
+Writes bench.json and bench.md into --out and prints the table with device, versions, shapes
+and threads. PyTorch is optional (`pip install -e '.[bench]'`); without it those rows are
+skipped. Streaming and the test-time correction have their own benchmarks:
+posemachine.bench_streaming and posemachine.bench_refine.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from posemachine import config_defaults, io_utils, train
+from posemachine.data import pipeline, synthetic
+from posemachine.models import machine
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "One shape, fewer steps, no torch.compile (about 2 minutes).")
+flags.DEFINE_string("out", "bench_results", "Directory for bench.json and bench.md.")
+flags.DEFINE_integer("hidden", 1024, "Lifter width (the paper: 1024).")
+flags.DEFINE_list("shapes", None, "batch x window pairs, e.g. 64x16,64x243 (default by mode).")
+
+K = 17
+
+
+def model_flops_per_frame(hidden: int, proj: int, k: int = K) -> float:
+  """Analytic forward FLOPs per frame (2 per multiply-add; elementwise ops ignored)."""
+  feats = 2 * k + 2 + k  # root-centred joints, root position, confidences
+  macs = feats * hidden + 2 * (hidden * 4 * hidden + hidden * 4 * hidden) + hidden * 3 * k
+  macs += 2 * (3 * k * proj)  # regression half
+  macs += 3 * k * proj + 2 * proj * proj + proj * 2 * k  # projection half
+  return 2.0 * macs
+
+
+def _timed(fn, steps):
+  times = []
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  t = np.asarray(times)
+  return {"median_s": float(np.median(t)), "p10_s": float(np.percentile(t, 10)),
+          "p90_s": float(np.percentile(t, 90)), "steps": steps}
+
+
+def matmul_peak(n=2048, steps=10):
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  r = _timed(lambda: f(a).block_until_ready(), steps)
+  return 2.0 * n ** 3 / r["median_s"], r
+
+
+def make_batch(config, seqs, step):
+  return pipeline.train_batch(seqs, config, step)
+
+
+def jax_train(config, seqs, batch_np, steps):
+  mesh = train.create_mesh(1)
+  model = machine.from_config(config.model, K)
+  tx = train.make_optimizer(config.train)
+  state = train.init_state(model, tx, jax.random.key(0), K, config.data.window)
+  step_fn = train.make_train_step(model, tx, config.loss, mesh)
+  batch = train.shard_batch(batch_np, mesh)
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  holder = {"state": state}
+
+  def one():
+    holder["state"], m = compiled(holder["state"], batch)
+    jax.block_until_ready(m["loss"])
+  one()  # warm-up
+  res = _timed(one, steps)
+  res["compile_s"] = compile_s
+  # Input pipeline: host sampling of a fresh batch + transfer, per step.
+  def feed():
+    jax.block_until_ready(train.shard_batch(make_batch(config, seqs, 7), mesh))
+  res["input_s"] = _timed(feed, steps)["median_s"]
+  # Offline inference (bidirectional), frames/s.
+  params = holder["state"].params
+  fwd = jax.jit(lambda p, x, c: model.apply({"params": p}, x, c)["pose_3d"])
+  fwd(params, batch["pose_2d"], batch["confidence"]).block_until_ready()
+  res["inference"] = _timed(
+      lambda: fwd(params, batch["pose_2d"], batch["confidence"]).block_until_ready(), steps)
+  return res
+
+
+def torch_train(config, batch_np, steps, compile_model):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  h, p = config.model.hidden, config.model.projector_hidden
+  child = torch.tensor([i for i, q in enumerate(machine_parents()) if q >= 0])
+  parent = torch.tensor([q for q in machine_parents() if q >= 0])
+
+  class Machine(nn.Module):
+    """The same network as models/machine.py (bidirectional variant), in PyTorch."""
+
+    def __init__(self):
+      super().__init__()
+      self.stem = nn.Linear(2 * K + 2 + K, h)
+      self.lstm0 = nn.LSTM(h, h, batch_first=True)
+      self.lstm1 = nn.LSTM(h, h, batch_first=True)
+      self.head = nn.Linear(h, 3 * K)
+      self.reg1, self.reg2 = nn.Linear(3 * K, p), nn.Linear(p, 3 * K)
+      self.p1, self.p2, self.p3 = nn.Linear(3 * K, p), nn.Linear(p, p), nn.Linear(p, p)
+      self.p4 = nn.Linear(p, 2 * K)
+
+    def forward(self, x2d, conf):
+      b, t = x2d.shape[:2]
+      root = x2d[:, :, :1]
+      feats = torch.cat([(x2d - root).reshape(b, t, -1), root.reshape(b, t, 2),
+                         conf.reshape(b, t, -1)], -1)
+      x = torch.relu(self.stem(feats))
+      x, _ = self.lstm0(x)
+      x, _ = self.lstm1(torch.flip(x, [1]))
+      inter = self.head(torch.flip(x, [1])).reshape(b, t, K, 3)
+      inter = inter - inter[:, :, :1]
+      corr = inter + self.reg2(torch.relu(self.reg1(inter.reshape(b, t, -1)))).reshape(b, t, K, 3)
+      corr = corr - corr[:, :, :1]
+      a = torch.relu(self.p1(corr.reshape(b, t, -1)))
+      y = torch.relu(self.p3(torch.relu(self.p2(a))))
+      return inter, corr, self.p4(a + y).reshape(b, t, K, 2)
+
+  def norm2d(q):
+    c = q - q[..., :1, :]
+    return c / torch.sqrt((c ** 2).sum(-1).mean(-1) + 1e-6)[..., None, None]
+
+  def err(a, b_):
+    return ((a - b_) ** 2).sum(-1).mean()
+
+  def bones(q):
+    return q[..., child, :] - q[..., parent, :]
+
+  def loss_fn(model, x2d, conf, gt3d):
+    inter, corr, proj = model(x2d, conf)
+    tgt = norm2d(x2d)
+    return (err(inter, gt3d) + err(corr, gt3d)
+            + 0.5 * (err(bones(inter), bones(gt3d)) + err(bones(corr), bones(gt3d)))
+            + err(proj, tgt) + err(bones(proj), bones(tgt)))
+
+  torch.manual_seed(0)
+  model = Machine()
+  opt = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
+  x2d, conf, gt = (torch.from_numpy(np.ascontiguousarray(batch_np[k]))
+                   for k in ("pose_2d", "confidence", "pose_3d"))
+  step_loss = loss_fn
+  if compile_model:
+    step_loss = torch.compile(loss_fn)
+
+  def one():
+    opt.zero_grad(set_to_none=True)
+    loss = step_loss(model, x2d, conf, gt)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
+    opt.step()
+  t0 = time.perf_counter()
+  one()  # warm-up (and compilation)
+  first = time.perf_counter() - t0
+  one()
+  res = _timed(one, steps)
+  res["first_step_s"] = first
+  res["torch"] = torch.__version__
+  res["threads"] = torch.get_num_threads()
+  return res
+
+
+def machine_parents():
+  from posemachine import skeleton  # pylint: disable=g-import-not-at-top
+  return skeleton.PARENTS
+
+
+def main(argv):
+  del argv
+  quick = FLAGS.quick
+  shapes = FLAGS.shapes or (["64x16"] if quick else ["64x16", "64x243", "1024x16"])
+  steps = 5 if quick else 20
+  config = config_defaults.get_config()
+  config.model.hidden = config.model.projector_hidden = FLAGS.hidden
+  config.data.synthetic.sequences_per_action = 1
+  config.data.synthetic.frames_per_sequence = 300
+  seqs = pipeline.load_split(config, "train")
+  peak, peak_r = matmul_peak(steps=steps)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(os.cpu_count() or 1)
+  except ImportError:
+    torch = None
+  fpf = model_flops_per_frame(config.model.hidden, config.model.projector_hidden)
+  rows = []
+  for shape in shapes:
+    b, t = (int(v) for v in shape.split("x"))
+    config.train.batch_size, config.data.window = b, t
+    batch_np = make_batch(config, seqs, 1)
+    frames = b * t
+    jr = jax_train(config, seqs, batch_np, steps)
+    row = {"batch": b, "window": t, "jax": jr,
+           "jax_steps_per_s": 1 / jr["median_s"], "jax_frames_per_s": frames / jr["median_s"],
+           "jax_mfu": 3 * fpf * frames / jr["median_s"] / peak,
+           "input_share": jr["input_s"] / (jr["input_s"] + jr["median_s"]),
+           "inference_frames_per_s": frames / jr["inference"]["median_s"]}
+    if torch is not None:
+      for name, comp in (("torch_eager", False),) + (() if quick else (("torch_compile", True),)):
+        try:
+          tr = torch_train(config, batch_np, steps, comp)
+          row[name] = tr
+          row[f"{name}_steps_per_s"] = 1 / tr["median_s"]
+          row[f"jax_speedup_vs_{name}"] = tr["median_s"] / jr["median_s"]
+        except Exception as e:  # pylint: disable=broad-except  (report, keep benchmarking)
+          row[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    rows.append(row)
+  result = {
+      "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+      "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+      "jax": jax.__version__, "torch": getattr(torch, "__version__", None),
+      "hidden": config.model.hidden, "projector_hidden": config.model.projector_hidden,
+      "dtype": "float32", "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
+      "model_flops_per_frame_forward": fpf, "train_flops_per_frame": 3 * fpf,
+      "quick": quick, "rows": rows,
+  }
+  lines = [f"Device: {result['device']} ({result['device_kind']}), {result['cpu_count']} CPUs; "
+           f"jax {result['jax']}, torch {result['torch']}; width {config.model.hidden}, float32; "
+           f"matmul peak {peak / 1e9:.1f} GFLOP/s; train FLOPs/frame {3 * fpf / 1e6:.1f} M.", "",
+           "| batch x window | JAX steps/s | JAX frames/s | MFU | compile (s) | input share | "
+           "PyTorch eager steps/s | JAX / eager | PyTorch compile steps/s | JAX / compile | "
+           "inference frames/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    g = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"
+    lines.append(
+        f"| {r['batch']} x {r['window']} | {r['jax_steps_per_s']:.2f} | "
+        f"{r['jax_frames_per_s']:.0f} | {100 * r['jax_mfu']:.1f} % | {r['jax']['compile_s']:.1f} | "
+        f"{100 * r['input_share']:.1f} % | {g('torch_eager_steps_per_s')} | "
+        f"{g('jax_speedup_vs_torch_eager')} | {g('torch_compile_steps_per_s')} | "
+        f"{g('jax_speedup_vs_torch_compile')} | {r['inference_frames_per_s']:.0f} |")
+  lines.append("\nMedians of the timed steps (warm-up excluded); bench.json has the 10th-90th "
+               "percentiles. MFU = analytic train FLOPs (3 x forward) per second / the matmul peak.")
+  os.makedirs(FLAGS.out, exist_ok=True)
+  io_utils.atomic_write_json(os.path.join(FLAGS.out, "bench.json"), result)
+  io_utils.atomic_write_text(os.path.join(FLAGS.out, "bench.md"), "\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  app.run(main)
