@@ -6,16 +6,20 @@ detections VideoPose3D distributes). Those files carry no detector scores, so ev
 confidence is 1. Splits and variants as configs/h36m.py.
 """
 
-from posemachine import config_defaults
+import importlib.util
+import os
+
+
+def _base():
+  """configs/h36m.py, loaded by path so this file works from any working directory."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "h36m.py")
+  spec = importlib.util.spec_from_file_location("posemachine_configs_h36m", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config():
-  config = config_defaults.get_config()
-  config.data.source = "h36m"
+  config = _base().get_config()
   config.data.h36m.keypoints = "cpn_ft_h36m_dbb"
-  config.data.h36m.protocol = "p1"
-  config.data.window = 16
-  config.train.num_steps = 100_000
-  config.train.batch_size = 64
-  config.train.eval_every = 2000
   return config
