@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 1000       # validation + checkpoint interval.
   c.train.checkpoint_keep = 3     # keep the last N checkpoints plus the best by val MPJPE.
   c.train.num_devices = -1        # -1: all devices; else the first N (data-parallel mesh).
+  # A NaN/Inf loss or gradient: 'stop' raises at the next log point naming the step and the
+  # tensor; 'skip' leaves the state unchanged for that step and counts it (train/skipped).
+  c.train.nonfinite = "stop"
 
   # Test-time self-correction (refine.py); reference: 2 Adam steps at 1.5e-4.
   c.refine = ml_collections.ConfigDict()
@@ -162,6 +165,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "model.dtype": (m.dtype, ("float32", "bfloat16")),
              "loss.distance": (config.loss.distance, ("squared", "euclidean")),
              "train.schedule": (t.schedule, ("cosine", "constant")),
+             "train.nonfinite": (t.nonfinite, ("stop", "skip")),
              "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
              "refine.projection": (config.refine.projection, ("learned", "weak_perspective"))}
   for name, (val, ok) in choices.items():

@@ -15,3 +15,11 @@ class DataError(PoseMachineError):
 
 class IncompatibleWorkdirError(PoseMachineError):
   """The workdir holds checkpoints of a model that this config cannot restore."""
+
+
+class NonFiniteError(PoseMachineError, FloatingPointError):
+  """A NaN/Inf loss or gradient in training (train.nonfinite='stop'); names step and tensor."""
+
+
+class CheckpointError(PoseMachineError):
+  """No readable checkpoint to resume from, or a checkpoint write failed (e.g. disk full)."""

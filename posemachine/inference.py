@@ -80,6 +80,9 @@ def load_config(workdir: str):
                            "(python -m posemachine.main ... --workdir=...)?") from e
   except (OSError, json.JSONDecodeError) as e:
     raise PoseMachineError(f"{path} is unreadable ({e}).") from e
+  if not isinstance(saved, dict):
+    raise ConfigError(f"{path}: expected a JSON object of config groups, got "
+                      f"{type(saved).__name__}.")
   config = config_defaults.get_config()
   _merge(config, saved, path)
   return config_defaults.validate(config)

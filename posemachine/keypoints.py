@@ -107,15 +107,21 @@ class Keypoints:
 # ----------------------------------------------------------------------------- reading
 
 
+_MAX_FRAME = 2**53  # frame numbers beyond this are not frame numbers (and overflow int64).
+
+
 def _frame_number(image_id, source, entry):
+  n = None
   if isinstance(image_id, (int, np.integer)) and not isinstance(image_id, bool):
-    return int(image_id)
-  if isinstance(image_id, float) and image_id.is_integer():
-    return int(image_id)
-  if isinstance(image_id, str):
+    n = int(image_id)
+  elif isinstance(image_id, float) and image_id.is_integer():
+    n = int(image_id)
+  elif isinstance(image_id, str):
     digits = re.findall(r"\d+", image_id)
     if digits:
-      return int(digits[-1])
+      n = int(digits[-1][-20:])
+  if n is not None and abs(n) < _MAX_FRAME:
+    return n
   raise DataError(f"{source}: detection {entry} has image_id {image_id!r}; expected the frame "
                   "number (an integer, or a string ending in the frame number).")
 
@@ -209,32 +215,43 @@ def read_coco_json(path: str, multi_person: str = "highest") -> Keypoints:
                    source=path, fmt="coco", warnings=warnings)
 
 
+def _load_arrays(path: str):
+  """(keypoints, scores or None, frame_ids or None) as stored in a .npy / .npz."""
+  loaded = np.load(path, allow_pickle=False)
+  if not isinstance(loaded, np.lib.npyio.NpzFile):
+    return loaded, None, None
+  with loaded:
+    keys = list(loaded.keys())
+    if "keypoints" in keys:
+      arr = loaded["keypoints"]
+    elif len(keys) == 1:
+      arr = loaded[keys[0]]
+    else:
+      raise DataError(f"{path}: expected an array 'keypoints' (or a single array); found "
+                      f"{keys}.")
+    scores = frame_ids = None
+    for name in ("scores", "confidence"):
+      if name in keys:
+        scores = loaded[name]
+    if "frame_ids" in keys:
+      frame_ids = loaded["frame_ids"]
+  return arr, scores, frame_ids
+
+
 def read_array(path: str) -> Keypoints:
   """Reads (T, 17, 3) [x, y, score] or (T, 17, 2) keypoints from a .npy or .npz (pixels)."""
   try:
-    loaded = np.load(path, allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
-    raise DataError(f"{path}: cannot read as a NumPy file without pickles ({e}).") from e
-  scores = frame_ids = None
-  if isinstance(loaded, np.lib.npyio.NpzFile):
-    with loaded:
-      keys = list(loaded.keys())
-      if "keypoints" in keys:
-        arr = loaded["keypoints"]
-      elif len(keys) == 1:
-        arr = loaded[keys[0]]
-      else:
-        raise DataError(f"{path}: expected an array 'keypoints' (or a single array); found "
-                        f"{keys}.")
-      for name in ("scores", "confidence"):
-        if name in keys:
-          scores = np.asarray(loaded[name], np.float64)
-      if "frame_ids" in keys:
-        frame_ids = np.asarray(loaded["frame_ids"])
-  else:
-    arr = loaded
-  if not np.issubdtype(arr.dtype, np.number):
-    raise DataError(f"{path}: keypoints have dtype {arr.dtype}; expected numbers.")
+    arr, scores, frame_ids = _load_arrays(path)
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (zip, zlib, .npy format errors)
+    raise DataError(f"{path}: cannot read as a NumPy file without pickles "
+                    f"({type(e).__name__}: {e}).") from None
+  for name, a in (("keypoints", arr), ("scores", scores)):
+    if a is not None and a.dtype.kind not in "fiu":
+      raise DataError(f"{path}: {name} have dtype {a.dtype}; expected numbers.")
+  if scores is not None:
+    scores = np.asarray(scores, np.float64)
   arr = np.asarray(arr, np.float64)
   if arr.ndim != 3 or arr.shape[1] != NUM_KEYPOINTS or arr.shape[2] not in (2, 3):
     raise DataError(f"{path}: keypoints have shape {arr.shape}; expected (T, {NUM_KEYPOINTS}, 3)"

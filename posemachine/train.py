@@ -60,16 +60,73 @@ def init_state(model: nn.Module, tx, rng, num_joints: int, window: int) -> Train
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+# Step metrics that are flags, summed (not averaged) over a log interval.
+SKIPPED = "skipped"
+_GRAD_FLAGS = "_nonfinite_grads"  # per top-level param group; not written.
+
+
 def train_step(state: TrainState, batch, *, model, tx, loss_config):
-  """One optimisation step on a global batch. Returns (new state, metrics dict)."""
+  """One optimisation step on a global batch. Returns (new state, metrics dict).
+
+  A non-finite loss or gradient norm leaves params and optimiser state unchanged (the step
+  counter still advances) and sets metrics['skipped'] = 1; metrics['_nonfinite_grads']
+  flags each top-level param group (sorted names) whose gradient has a NaN/Inf (or a
+  squared norm overflowing float32). The loop decides whether to stop (train.nonfinite);
+  nothing here syncs with the host.
+  """
   def loss_fn(params):
     out = model.apply({"params": params}, batch["pose_2d"], batch["confidence"], batch["mask"])
     return losses.total_loss(out, batch, loss_config)
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  # Squared norm per top-level group: one reduction per leaf gives the global norm and,
+  # for free, which groups hold a NaN/Inf (or overflow).
+  group_sq = jnp.stack([sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads[k]))
+                        for k in sorted(grads)])
+  grad_norm = jnp.sqrt(jnp.sum(group_sq))
+  bad_grads = ~jnp.isfinite(group_sq)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  out_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **terms}
+  keep = lambda new, old: jnp.where(ok, new, old)  # fuses into the update: no extra pass.
+  params = jax.tree.map(keep, params, state.params)
+  opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+  out_metrics = {"loss": loss, "grad_norm": grad_norm, **terms,
+                 SKIPPED: (~ok).astype(jnp.float32), _GRAD_FLAGS: bad_grads}
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), out_metrics
+
+
+def check_nonfinite(pending, group_names) -> None:
+  """Raises NonFiniteError for the first skipped step of pending [(step, host metrics)]."""
+  for step, m in pending:
+    if not m[SKIPPED]:
+      continue
+    bad = [k for k, v in m.items() if not k.startswith("_") and k != SKIPPED
+           and not np.isfinite(v)]
+    groups = [g for g, f in zip(group_names, np.ravel(m[_GRAD_FLAGS])) if f]
+    what = []
+    if "loss" in bad:
+      terms = [k for k in bad if k not in ("loss", "grad_norm")]
+      what.append(f"the loss ({m['loss']}" + (f"; non-finite terms: {', '.join(terms)})"
+                                              if terms else ")"))
+    if groups:
+      what.append(f"the gradients of param group(s) {', '.join(groups)}")
+    elif "grad_norm" in bad:
+      what.append(f"the global gradient norm ({m['grad_norm']}; overflow)")
+    if not what:  # the step was skipped, so something was non-finite.
+      what.append(f"the loss terms {', '.join(bad) or '(unknown)'}")
+    raise errors.NonFiniteError(
+        f"Non-finite values (NaN/Inf) at training step {step}: {'; '.join(what)}. The state "
+        "was not updated by that step. Lower train.learning_rate or train.clip_norm, check the "
+        "data, or set train.nonfinite='skip' to skip such steps.")
+
+
+def _log_means(pending) -> dict:
+  """Means over the steps of pending that were not skipped, and the count of skipped."""
+  used = [m for _, m in pending if not m[SKIPPED]]
+  keys = [k for k in pending[0][1] if not k.startswith("_") and k != SKIPPED]
+  means = {k: float(np.mean([m[k] for m in used])) for k in keys} if used else {}
+  means[SKIPPED] = float(sum(m[SKIPPED] for _, m in pending))
+  return means
 
 
 def make_train_step(model, tx, loss_config, mesh: Mesh, state_sharding=None):
@@ -156,23 +213,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metric_writers.MetricWriter(workdir, enabled=is_main)
   progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
                                      enabled=is_main)
-  pending = []  # device metrics since the last log, fetched only at log time.
+  pending = []  # (step, device metrics) since the last log, fetched only at log time.
+  group_names = sorted(state.params)
+  skipped_total = 0
   preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
   for step in range(start + 1, t.num_steps + 1):
     batch = pipeline.train_batch(train_seqs, config, step, jax.process_count(),
                                  jax.process_index())
     state, m = step_fn(state, shard_batch(batch, mesh))
-    pending.append(m)
+    pending.append((step, m))
+    is_eval = step % t.eval_every == 0 or step == t.num_steps
+    if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.
+      check_nonfinite(jax.device_get(pending), group_names)
     if step % t.log_every == 0 or step == t.num_steps:
       host = jax.device_get(pending)
       pending = []
-      means = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
-      if not np.isfinite(means["loss"]):
-        raise FloatingPointError(f"Non-finite training loss {means['loss']} at step {step}; "
-                                 f"terms: {means}.")
+      if t.nonfinite == "stop":
+        check_nonfinite(host, group_names)
+      means = _log_means(host)
+      if means[SKIPPED]:
+        skipped_total += int(means[SKIPPED])
+        logging.warning("Skipped %d step(s) with a non-finite loss or gradient up to step %d "
+                        "(%d in all; train.nonfinite='skip').", means[SKIPPED], step,
+                        skipped_total)
       writer.write_scalars(step, means, prefix="train")
-      progress.update(step, loss=means["loss"])
-    if step % t.eval_every == 0 or step == t.num_steps:
+      if "loss" in means:
+        progress.update(step, loss=means["loss"])
+    if is_eval:
       _, errs = evaluate.run_evaluator(eval_step, _replicated_params(state.params, mesh),
                                        val_seqs, config.data.window, config.eval.batch_size,
                                        mesh, max_windows=config.eval.val_max_windows)
@@ -185,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if step < t.num_steps and preemption.should_stop(step):
       if manager.latest_step() != step:
         checkpoints.save(manager, step, state)
-      manager.wait_until_finished()
+      checkpoints.wait(manager)
       writer.close()
       manager.close()
       preemption.close()
@@ -195,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return {"preempted_at_step": step}
   preemption.close()
   progress.done()
-  manager.wait_until_finished()
+  checkpoints.wait(manager)
   writer.close()
   results = evaluate_workdir(config, workdir, state=state.replace(
       params=_replicated_params(state.params, mesh)), manager=manager, mesh=mesh,
