@@ -43,18 +43,8 @@ command_for() {  # command_for PROCESS_ID [OVERRIDE ...] sets cmd.
     --process_id="$id" "$@")
 }
 
-# Prints a command as shell input: single quotes only where needed.
-print_command() {
-  local out=() a
-  for a in "$@"; do
-    if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$a")
-    else
-      out+=("'${a//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
+# shellcheck source=launch/common.sh
+source launch/common.sh  # print_command
 
 if ((dry_run)); then
   for ((i = 0; i < NUM_PROCESSES; i++)); do

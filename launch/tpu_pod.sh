@@ -41,18 +41,8 @@ cd "$(dirname "$0")/.."
 tarball=${TMPDIR:-/tmp}/posemachine-$TPU_NAME.tar.gz
 where=(--project="$PROJECT" --zone="$ZONE")
 
-# Prints a command as shell input: single quotes only where needed.
-print_command() {
-  local out=() a
-  for a in "$@"; do
-    if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$a")
-    else
-      out+=("'${a//\'/\'\\\'\'}'")
-    fi
-  done
-  echo "${out[*]}"
-}
+# shellcheck source=launch/common.sh
+source launch/common.sh  # print_command
 
 # Runs (or with --dry-run prints) one command.
 x() {

@@ -33,7 +33,9 @@ def test_bash_syntax_and_shellcheck(script):
   assert r.returncode == 0, r.stderr
   if shutil.which("shellcheck") is None:
     pytest.skip("shellcheck is not installed")
-  r = subprocess.run(["shellcheck", path], capture_output=True, text=True, timeout=60)
+  # -x follows `source launch/common.sh`, so the shared helpers are checked too.
+  r = subprocess.run(["shellcheck", "-x", path], cwd=REPO, capture_output=True, text=True,
+                     timeout=60)
   assert r.returncode == 0, r.stdout
 
 
