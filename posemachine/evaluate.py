@@ -105,11 +105,10 @@ def run_evaluator(eval_step, params, seqs: seq_lib.Sequences, window: int, batch
     seq_ids, offsets = seq_ids[pick], offsets[pick]
   n_win = len(seq_ids)
   n_pad = -n_win % batch_size
-  idx, mask = seq_lib.window_indices(seqs.starts, seqs.lengths,
-                                     np.concatenate([seq_ids, np.zeros(n_pad, np.int64)]),
-                                     np.concatenate([offsets, np.zeros(n_pad, np.int64)]), window)
+  pad = np.zeros(n_pad, np.int64)  # extra windows (sequence 0, offset 0), masked out
+  seq_all, off_all = np.concatenate([seq_ids, pad]), np.concatenate([offsets, pad])
+  idx, mask = seq_lib.window_indices(seqs.starts, seqs.lengths, seq_all, off_all, window)
   mask[n_win:] = False
-  seq_all = np.concatenate([seq_ids, np.zeros(n_pad, np.int64)])
   pred = np.full(seqs.pose_3d.shape, np.nan, np.float32)
   errs = {}
   data = NamedSharding(mesh, P("data"))
