@@ -80,6 +80,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.use_confidence = True   # feed per-joint 2D confidences to the stem.
   c.model.center_input = True     # stem sees root-centred 2D joints + the root's 2D position.
   c.model.dtype = "float32"       # compute dtype: 'float32' | 'bfloat16' (GPU/TPU); params f32.
+  # Input: 'keypoints' (the lifter on 2D poses) | 'images' (the full machine from rendered
+  # RGB crops: 2D pose sub-network -> image stem -> transformer -> projector; image_train.py).
+  c.model.input = "keypoints"
+  c.model.encoder = ml_collections.ConfigDict(dict(
+      trunk=(16, 32, 64),         # channels per trunk block; a 2x2 max-pool between blocks.
+      convs_per_block=2,
+      feature_channels=64,        # pose-aware feature maps (CPM: 128).
+      stages=2,                   # heatmap stages (CPM-style refinement).
+      stage_channels=64,
+      stage_kernel=3,             # kernel of the refinement stages' convs (CPM: 7).
+      stem_channels=32,           # the transformer's image stem convs (paper: 128).
+      stem_keypoints=True,        # also feed the soft-argmax 2D pose to the transformer's FC.
+  ))
 
   c.loss = ml_collections.ConfigDict()
   c.loss.distance = "squared"     # 'squared' (L2, as the reference) | 'euclidean' (MPJPE-like)
@@ -111,6 +124,30 @@ def get_config() -> ml_collections.ConfigDict:
   # A NaN/Inf loss or gradient: 'stop' raises at the next log point naming the step and the
   # tensor; 'skip' leaves the state unchanged for that step and counts it (train/skipped).
   c.train.nonfinite = "stop"
+
+  # Image mode (model.input='images'): rendering of the synthetic/BVH bodies (data/render.py).
+  c.render = ml_collections.ConfigDict(dict(
+      size=64,                    # crop side in pixels (CPM: 368).
+      margin=1.35,                # crop side / the joints' bounding-box side.
+      jitter=0.05,                # training crops: random scale and shift (fraction).
+      heatmap_sigma=1.0,          # Gaussian heatmap targets, in heatmap cells.
+      seed=0,                     # test-split appearances and backgrounds.
+  ))
+  # Staged training of the image machine (the paper's schedule); a stage with steps=0 is
+  # skipped. Each stage has its own fresh Adam (train.* settings, this learning rate), batch
+  # and window; frozen parts get zero updates (optax.multi_transform).
+  stage = lambda steps, lr, batch, window: ml_collections.ConfigDict(dict(
+      steps=steps, learning_rate=lr, batch_size=batch, window=window))
+  c.stages = ml_collections.ConfigDict()
+  c.stages.encoder = stage(0, 1e-4, 32, 1)       # (1) 2D sub-network on 2D labels.
+  c.stages.transformer = stage(0, 1e-4, 8, 8)    # (2) transformer, trunk frozen.
+  c.stages.projector = stage(0, 1e-4, 8, 8)      # (3) projector only.
+  c.stages.end_to_end = stage(0, 1e-5, 8, 8)     # (4) everything, lower learning rate.
+  c.stages.joint_masking = stage(0, 1e-5, 8, 8)  # (5) optional: joints hidden at random.
+  c.stages.joint_mask_prob = 0.1
+  c.stages.w_heatmap = 1.0        # heatmap L2 (all stages of the encoder).
+  c.stages.w_coord = 1.0          # soft-argmax 2D vs the true 2D (crop units).
+  c.stages.eval_after_each = True  # test-split evaluation after stages 2-5 (eval.json).
 
   # Test-time self-correction (refine.py); reference: 2 Adam steps at 1.5e-4.
   c.refine = ml_collections.ConfigDict()
@@ -167,7 +204,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.schedule": (t.schedule, ("cosine", "constant")),
              "train.nonfinite": (t.nonfinite, ("stop", "skip")),
              "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
-             "refine.projection": (config.refine.projection, ("learned", "weak_perspective"))}
+             "refine.projection": (config.refine.projection, ("learned", "weak_perspective")),
+             "model.input": (m.input, ("keypoints", "images"))}
   for name, (val, ok) in choices.items():
     if val not in ok:
       raise ConfigError(f"Config key '{name}' = {val!r}; expected one of {list(ok)}.")

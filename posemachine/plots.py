@@ -235,3 +235,66 @@ def plot_training_curves(jsonl_path: str | os.PathLike,
       ax.legend(fontsize="x-small")
   fig.tight_layout()
   save_figure(fig, path)
+
+
+def _draw_pose_2d(ax, uv, parents, left, right, colours, style, label) -> None:
+  """Bones of one (K, 2) pose in image pixels on a 2D axis."""
+  for child, parent in enumerate(parents):
+    if parent < 0:
+      continue
+    side = 1 if child in left else 2 if child in right else 0
+    ax.plot([uv[parent, 0], uv[child, 0]], [uv[parent, 1], uv[child, 1]],
+            color=colours[side], linestyle=style, linewidth=1.6 if style == "-" else 1.2)
+  for side, name in ((1, "left"), (2, "right")):
+    ax.plot([], [], color=colours[side], linestyle=style, label=f"{label} {name}")
+
+
+def plot_image_predictions(images, pred_2d, true_2d, pred_3d, gt_3d, path: str | os.PathLike,
+                           parents: Sequence[int] = skeleton.PARENTS,
+                           left: Sequence[int] = skeleton.LEFT,
+                           right: Sequence[int] = skeleton.RIGHT) -> None:
+  """A sheet: each column one input frame with its predicted and true 2D poses, and below
+  it the predicted and true 3D poses.
+
+  Args:
+    images: (N, S, S, 3) RGB crops in [0, 1].
+    pred_2d, true_2d: (N, K, 2) crop coordinates in [-1, 1].
+    pred_3d, gt_3d: (N, K, 3) root-relative camera-frame metres (NaN rows are skipped).
+    path: output PNG.
+  """
+  images = np.asarray(images)
+  n, size = images.shape[0], images.shape[1]
+  to_px = lambda uv: (np.asarray(uv, np.float64) + 1.0) / 2.0 * size - 0.5
+  left, right = set(left), set(right)
+  fig = plt.figure(figsize=(2.4 * n, 5.0))
+  for i in range(n):
+    ax = fig.add_subplot(2, n, i + 1)
+    ax.imshow(np.clip(images[i], 0, 1), interpolation="nearest")
+    _draw_pose_2d(ax, to_px(true_2d[i]), parents, left, right, _GT_COLOURS, "--", "true")
+    _draw_pose_2d(ax, to_px(pred_2d[i]), parents, left, right, _PRED_COLOURS, "-", "predicted")
+    err = np.linalg.norm(to_px(pred_2d[i]) - to_px(true_2d[i]), axis=-1).mean()
+    ax.set_title(f"2D error {err:.1f} px", fontsize=8)
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    ax.axis("off")
+    ax3 = fig.add_subplot(2, n, n + i + 1, projection="3d")
+    if np.isfinite(pred_3d[i]).all():
+      _draw_pose(ax3, np.asarray(gt_3d[i]), parents, left, right, _GT_COLOURS, "-",
+                 "ground truth")
+      _draw_pose(ax3, np.asarray(pred_3d[i]), parents, left, right, _PRED_COLOURS, "--",
+                 "prediction")
+      e3 = np.linalg.norm(np.asarray(pred_3d[i]) - np.asarray(gt_3d[i]), axis=-1).mean() * 1000
+      ax3.set_title(f"MPJPE {e3:.0f} mm", fontsize=8, pad=0)
+    ax3.set_xlim(-1, 1)
+    ax3.set_ylim(-1, 1)
+    ax3.set_zlim(-1, 1)
+    ax3.view_init(elev=12, azim=-70)
+    ax3.tick_params(labelsize=5, pad=0)
+  handles, labels = [], []
+  for ax in fig.axes[:2]:
+    h, l = ax.get_legend_handles_labels()
+    handles += h
+    labels += l
+  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize="small", frameon=False)
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08, top=0.95, wspace=0.05, hspace=0.1)
+  save_figure(fig, path)

@@ -172,6 +172,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   training (after saving a checkpoint of that step; rerun to resume).
   """
   config_defaults.validate(config)
+  if config.model.input == "images":  # the full machine from pixels: staged training.
+    from posemachine import image_train  # pylint: disable=g-import-not-at-top
+    return image_train.train_and_evaluate(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   checkpoints.check_workdir_config(workdir, config)
   mesh = create_mesh(config.train.num_devices, config.mesh.model)
@@ -279,6 +282,9 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   results.
   """
   config_defaults.validate(config)
+  if config.model.input == "images":
+    from posemachine import image_train  # pylint: disable=g-import-not-at-top
+    return image_train.evaluate_workdir(config, workdir, out_dir=out_dir)
   mesh = mesh or create_mesh(config.train.num_devices, config.mesh.model)
   model = machine.from_config(config.model, config.data.num_joints)
   own_manager = manager is None

@@ -1,0 +1,41 @@
+"""The full pose machine from pixels on frames the project renders itself (no downloads).
+
+Bodies of the synthetic motion source are rendered on the device as shaded capsules over
+random backgrounds (posemachine/data/render.py) and cropped around the person; the machine
+runs the paper's staged schedule (image_train.py): (1) the 2D pose sub-network, (2) the
+transformer with the trunk frozen, (3) the projector, (4) everything end to end.
+Sized for a 2-core CPU within 30 minutes; scale the encoder (CPM: trunk (64, 128, 256, 512),
+feature_channels 128, render.size 368, stage_kernel 7) and the widths on a GPU/TPU.
+"""
+
+from posemachine import config_defaults
+
+
+def get_config():
+  config = config_defaults.get_config()
+  config.model.input = "images"
+  config.model.hidden = 256
+  config.model.projector_hidden = 256
+  config.model.direction = "bidirectional"
+  e = config.model.encoder
+  e.trunk, e.convs_per_block, e.feature_channels = (16, 32, 64), 2, 64
+  e.stages, e.stage_channels, e.stem_channels = 2, 64, 32
+  s = config.data.synthetic
+  s.sequences_per_action, s.cameras_per_sequence, s.frames_per_sequence = 3, 3, 120
+  s.num_subjects.val, s.num_subjects.test = 1, 3
+  config.data.window = 8
+  config.loss.distance = "euclidean"
+  config.render.size = 64
+  st = config.stages
+  st.encoder.steps, st.encoder.learning_rate, st.encoder.batch_size = 1500, 2e-3, 32
+  st.transformer.steps, st.transformer.learning_rate = 1500, 2e-3
+  st.projector.steps, st.projector.learning_rate = 300, 1e-3
+  st.end_to_end.steps, st.end_to_end.learning_rate = 500, 2e-4
+  for name in ("transformer", "projector", "end_to_end", "joint_masking"):
+    st[name].batch_size, st[name].window = 8, 8
+  config.train.log_every = 50
+  config.train.eval_every = 500
+  config.train.warmup_steps = 100
+  config.eval.batch_size = 32
+  config.eval.val_max_windows = 64
+  return config
