@@ -18,8 +18,8 @@ def get_config():
   config.model.projector_hidden = 256
   config.model.direction = "bidirectional"
   e = config.model.encoder
-  e.trunk, e.convs_per_block, e.feature_channels = (16, 32, 64), 2, 64
-  e.stages, e.stage_channels, e.stem_channels = 2, 64, 32
+  e.trunk, e.convs_per_block, e.feature_channels = (8, 16, 32), 2, 32
+  e.stages, e.stage_channels, e.stem_channels = 2, 32, 32
   s = config.data.synthetic
   s.sequences_per_action, s.cameras_per_sequence, s.frames_per_sequence = 3, 3, 120
   s.num_subjects.val, s.num_subjects.test = 1, 3
@@ -27,7 +27,7 @@ def get_config():
   config.loss.distance = "euclidean"
   config.render.size = 64
   st = config.stages
-  st.encoder.steps, st.encoder.learning_rate, st.encoder.batch_size = 1500, 2e-3, 32
+  st.encoder.steps, st.encoder.learning_rate, st.encoder.batch_size = 1500, 2e-3, 16
   st.transformer.steps, st.transformer.learning_rate = 1500, 2e-3
   st.projector.steps, st.projector.learning_rate = 300, 1e-3
   st.end_to_end.steps, st.end_to_end.learning_rate = 500, 2e-4

@@ -222,7 +222,7 @@ def make_stage_step(model, tx, config, name: str, mesh, state_sharding):
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     loss_fn = functools.partial(stage_loss, model=model, config=config, name=name)
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -330,9 +330,10 @@ def _abstract_state(model, config, name, mesh):
 
 
 def evaluate_split(config, params, model, mesh, data: ClipData, train_seqs, out_dir=None,
-                   split="test", stage_results=None, checkpoint_step=None) -> dict:
+                   split="test", stage_results=None, checkpoint_step=None,
+                   eval_step=None) -> dict:
   """Evaluates params on data; writes eval.json, tables and plots into out_dir if given."""
-  eval_step = make_eval_step(model, config, split, mesh)
+  eval_step = eval_step or make_eval_step(model, config, split, mesh)
   pred, errs, sample = run_evaluator(eval_step, params, data, config.data.window,
                                      config.eval.batch_size,
                                      keep_frames=config.eval.num_plot_frames * 2 if out_dir else 0)
@@ -421,6 +422,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      enabled=is_main)
   preemption = distributed.PreemptionWatcher()
   log_every = config.train.log_every
+  val_step = make_eval_step(model, config, "val", mesh)
+  test_step = make_eval_step(model, config, config.eval.split, mesh)
   for i, (name, first, last) in enumerate(plan):
     step0 = int(state.step)
     if step0 >= last:
@@ -452,8 +455,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress.update(step, loss=means["loss"])
       is_ckpt = step % config.train.eval_every == 0 or step == last
       if is_ckpt:
-        _, errs, _ = run_evaluator(make_eval_step_cached(model, config, "val", mesh),
-                                   state.params, val_data, config.data.window,
+        _, errs, _ = run_evaluator(val_step, state.params, val_data, config.data.window,
                                    config.eval.batch_size, config.eval.val_max_windows)
         val = {k: float(np.nanmean(v)) for k, v in errs.items()}
         writer.write_scalars(step, val, prefix="val")
@@ -473,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if (config.stages.eval_after_each and name != "encoder" and name not in stage_results
         and i < len(plan) - 1):
       res = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
-                           split=config.eval.split)
+                           split=config.eval.split, eval_step=test_step)
       stage_results[name] = {k: res["overall"][k] for k in ("pck_2d", "error_2d_px", "mpjpe",
                                                              "pa_mpjpe")}
       stage_results[name]["step"] = last
@@ -489,7 +491,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   manager.close()
   results = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
                            out_dir=workdir, split=config.eval.split,
-                           checkpoint_step=int(state.step))
+                           checkpoint_step=int(state.step), eval_step=test_step)
   last_name = plan[-1][0]
   stage_results[last_name] = {k: results["overall"][k] for k in ("pck_2d", "error_2d_px",
                                                                    "mpjpe", "pa_mpjpe")}
@@ -502,17 +504,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     io_utils.atomic_write_json(os.path.join(workdir, "stage_results.json"), stage_results)
     _merge_into_eval_json(os.path.join(workdir, "eval.json"), results)
   return results
-
-
-_EVAL_STEPS = {}
-
-
-def make_eval_step_cached(model, config, split, mesh):
-  key = (id(model), id(config), split, id(mesh))
-  if key not in _EVAL_STEPS:
-    _EVAL_STEPS.clear()
-    _EVAL_STEPS[key] = make_eval_step(model, config, split, mesh)
-  return _EVAL_STEPS[key]
 
 
 def _load_stage_results(workdir) -> dict:

@@ -116,7 +116,7 @@ def _face_point(points):
 
 
 def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: dict, key,
-                 size: int):
+                 size: int, with_coverage: bool = False):
   """Renders one frame.
 
   Args:
@@ -127,8 +127,10 @@ def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: 
     scene: one clip's background/lighting (see `sample_scene`).
     key: PRNG key for the pixel noise.
     size: output side in pixels.
+    with_coverage: also return the body's coverage (size, size) in [0, 1].
   Returns:
-    image (size, size, 3) float32 in [0, 1]; joints (17, 2) crop coordinates in [-1, 1].
+    image (size, size, 3) float32 in [0, 1]; joints (17, 2) crop coordinates in [-1, 1]
+    (pixel (i, j) of the crop spans [j, j + 1] x [i, i + 1] in crop pixels).
   """
   px = geometry.project_to_2d(points, camera)                       # (K, 2) pixels
   scale = size / box[2]                                              # crop px per image px
@@ -170,7 +172,8 @@ def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: 
   image = cover[..., None] * body + (1.0 - cover[..., None]) * bg
   image = image * scene["gain"] * scene["tint"]
   image = image + 0.03 * jax.random.normal(key, image.shape)
-  return jnp.clip(image, 0.0, 1.0), joints / size * 2.0 - 1.0
+  out = jnp.clip(image, 0.0, 1.0), joints / size * 2.0 - 1.0
+  return out + (cover,) if with_coverage else out
 
 
 def render_clip(points, camera, appearance, key, size: int, margin: float = 1.35,
