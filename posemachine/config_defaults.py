@@ -19,6 +19,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"   # 'synthetic' | 'h36m' | 'humaneva' | 'mocap' (BVH)
   c.data.dir = ""               # directory of dataset files, for real data sources.
+  # Image mode on real video frames (data/h36m_frames.py): the root of the extracted
+  # Human3.6M frames and the layout of a frame's path below it ('' = render bodies instead).
+  c.data.frames_dir = ""
+  c.data.frames_pattern = "{subject}/{subject}_{action}.{camera}/{subject}_{action}.{camera}_{frame:06d}.jpg"
+  c.data.frames_stride = 1      # frame f of the pose arrays is image file number f * stride + 1.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
   # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose

@@ -125,6 +125,15 @@ class ClipData:
     return batch
 
 
+def split_data(config, seqs: seq_lib.Sequences):
+  """The image source of a split: real frames when config.data.frames_dir is set (the host
+  decodes and crops them: data/h36m_frames.py), else bodies rendered on the device."""
+  if config.data.frames_dir:
+    from posemachine.data import h36m_frames  # pylint: disable=g-import-not-at-top
+    return h36m_frames.FrameData(seqs, config)
+  return ClipData(seqs)
+
+
 def _camera(batch):
   from posemachine import geometry  # pylint: disable=g-import-not-at-top
   return geometry.Camera(f=batch["cam_f"], c=batch["cam_c"], k=batch["cam_k"],
@@ -154,6 +163,8 @@ def render_inputs(batch, key, render_config, appearance):
   key: one PRNG key; clip b renders with fold_in(key, batch['clip_id'][b]) so that a
   clip's frames do not depend on how the batch is split over devices.
   """
+  if "images" in batch:  # real frames, cropped by the host loader (data/h36m_frames.py).
+    return batch["images"], batch["joints_2d"]
   r = render_config
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(batch["clip_id"])
   out = render.render_batch(batch["points"], _camera(batch), appearance, keys, r.size,
@@ -391,9 +402,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_seqs = labels.apply_labelled_fraction(
       pipeline.load_split(config, "train"), config.data.labelled_fraction,
       config.data.labelled_by, config.seed)
-  train_data = ClipData(train_seqs)
-  val_data = ClipData(pipeline.load_split(config, "val"))
-  test_data = ClipData(pipeline.load_split(config, config.eval.split))
+  train_data = split_data(config, train_seqs)
+  val_data = split_data(config, pipeline.load_split(config, "val"))
+  test_data = split_data(config, pipeline.load_split(config, config.eval.split))
   logging.info("Data: %d train frames in %d sequences, %d val, %d %s frames (%.1f s); frames "
                "rendered on the device at %dx%d.", train_seqs.num_frames,
                train_seqs.num_sequences, val_data.seqs.num_frames, test_data.seqs.num_frames,
@@ -550,7 +561,7 @@ def evaluate_workdir(config, workdir, out_dir=None) -> dict:
   train_seqs = labels.apply_labelled_fraction(
       pipeline.load_split(config, "train"), config.data.labelled_fraction,
       config.data.labelled_by, config.seed)
-  test_data = ClipData(pipeline.load_split(config, config.eval.split))
+  test_data = split_data(config, pipeline.load_split(config, config.eval.split))
   results = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
                            out_dir=out_dir or workdir, split=config.eval.split,
                            checkpoint_step=int(state.step))
