@@ -115,6 +115,18 @@ def _face_point(points):
   return centre + forward * _BONE_RADIUS[HEAD] * 0.9, forward[2]
 
 
+def _pixel_noise(key, shape):
+  """Cheap zero-mean, unit-variance pixel noise (an integer hash of the pixel index seeded
+  by key): threefry's normals cost more than drawing the body on CPU."""
+  seed = jax.random.bits(key, (), jnp.uint32)
+  h = jnp.arange(np.prod(shape), dtype=jnp.uint32).reshape(shape) * jnp.uint32(747796405) + seed
+  h = (h ^ (h >> 16)) * jnp.uint32(0x45D9F3B)
+  h = (h ^ (h >> 16)) * jnp.uint32(0x45D9F3B)
+  h = h ^ (h >> 16)
+  u = (h >> 8).astype(jnp.float32) * (1.0 / (1 << 24))               # uniform [0, 1)
+  return (u - 0.5) * np.sqrt(12.0)
+
+
 def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: dict, key,
                  size: int, with_coverage: bool = False):
   """Renders one frame.
@@ -137,30 +149,39 @@ def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: 
   joints = (px - box[:2]) * scale                                    # crop pixels
   grid = jnp.arange(size, dtype=jnp.float32) + 0.5
   pix = jnp.stack(jnp.meshgrid(grid, grid, indexing="xy"), -1)       # (S, S, 2) x, y
-  a, c = joints[BONE_PARENT], joints[BONE_CHILD]                     # (NB, 2)
-  za, zc = points[BONE_PARENT, 2], points[BONE_CHILD, 2]
-  ab = c - a
-  rel = pix[:, :, None, :] - a                                       # (S, S, NB, 2)
-  t = jnp.clip((rel * ab).sum(-1) / ((ab * ab).sum(-1) + 1e-6), 0.0, 1.0)
-  dist = jnp.linalg.norm(rel - t[..., None] * ab, axis=-1)
-  z = za + t * (zc - za)
   focal = camera.f.mean() * scale
-  radius = BONE_RADIUS * focal / z                                   # crop pixels
-  inside = jnp.clip(radius - dist + 0.5, 0.0, 1.0)                   # anti-aliased coverage
-  shade = jnp.sqrt(jnp.clip(1.0 - (dist / radius) ** 2, 0.0, 1.0))   # cylinder profile
-  surface = jnp.where(inside > 0, z - BONE_RADIUS * shade, jnp.inf)
-  front = jnp.argmin(surface, -1)                                    # (S, S) nearest bone
-  pick = lambda v: jnp.take_along_axis(v, front[..., None], -1)[..., 0]
-  cover, shade_f = pick(inside), pick(shade)
   base = appearance["parts"][BONE_PART]                              # (NB, 3)
   base = jnp.where(BONE_LEFT[:, None], 0.55 * base + 0.45 * appearance["accent"], base)
-  body = base[front] * (0.45 + 0.55 * shade_f)[..., None]
+  # Painter's z-buffer over the bones (a static loop: XLA fuses it into one pass over the
+  # pixels), keeping the nearest capsule surface per pixel.
+  x, y = pix[..., 0], pix[..., 1]
+  zbuf = jnp.full((size, size), jnp.inf)
+  cover = jnp.zeros((size, size))
+  body = jnp.zeros((size, size, 3))
+  on_head = jnp.zeros((size, size), bool)
+  for b in range(len(BONE_CHILD)):
+    pa, pc = int(BONE_PARENT[b]), int(BONE_CHILD[b])
+    ax_, ay_ = joints[pa, 0], joints[pa, 1]
+    abx, aby = joints[pc, 0] - ax_, joints[pc, 1] - ay_
+    rx, ry = x - ax_, y - ay_
+    t = jnp.clip((rx * abx + ry * aby) / (abx * abx + aby * aby + 1e-6), 0.0, 1.0)
+    dist = jnp.sqrt((rx - t * abx) ** 2 + (ry - t * aby) ** 2)
+    z = points[pa, 2] + t * (points[pc, 2] - points[pa, 2])
+    radius = BONE_RADIUS[b] * focal / z                                # crop pixels
+    inside = jnp.clip(radius - dist + 0.5, 0.0, 1.0)                   # anti-aliased coverage
+    shade = jnp.sqrt(jnp.clip(1.0 - (dist / radius) ** 2, 0.0, 1.0))   # cylinder profile
+    surface = jnp.where(inside > 0, z - BONE_RADIUS[b] * shade, jnp.inf)
+    nearer = surface < zbuf
+    zbuf = jnp.where(nearer, surface, zbuf)
+    cover = jnp.where(nearer, inside, cover)
+    body = jnp.where(nearer[..., None], base[b] * (0.45 + 0.55 * shade)[..., None], body)
+    on_head = jnp.where(nearer, pc == HEAD, on_head)
   # Face patch on the front of the head, visible when the head faces the camera.
   face, facing = _face_point(points)
   face_px = (geometry.project_to_2d(face, camera) - box[:2]) * scale
   face_r = FACE_RADIUS * focal / face[2]
   on_face = jnp.clip(face_r - jnp.linalg.norm(pix - face_px, axis=-1) + 0.5, 0, 1)
-  on_face = on_face * (front == list(BONE_CHILD).index(HEAD)) * (facing < 0.2)
+  on_face = on_face * on_head * (facing < 0.2)
   body = body * (1.0 - 0.7 * on_face[..., None])
   # Background in image coordinates.
   img_xy = pix / scale + box[:2]
@@ -171,7 +192,7 @@ def render_frame(points, camera: geometry.Camera, box, appearance: dict, scene: 
   bg = bg + waves @ scene["wave_colour"]
   image = cover[..., None] * body + (1.0 - cover[..., None]) * bg
   image = image * scene["gain"] * scene["tint"]
-  image = image + 0.03 * jax.random.normal(key, image.shape)
+  image = image + 0.03 * _pixel_noise(key, image.shape)
   out = jnp.clip(image, 0.0, 1.0), joints / size * 2.0 - 1.0
   return out + (cover,) if with_coverage else out
 
