@@ -200,9 +200,22 @@ def _write_error(manager, step, e) -> CheckpointError:
   except Exception:  # pylint: disable=broad-except  (report the write error, not this)
     pass
   return CheckpointError(
-      f"Writing checkpoint step {step} in {manager.directory} failed ({reason[:800]}). Is the "
-      f"disk full?{moved} The complete checkpoints {_complete_steps(manager)} are unchanged; "
-      "free space and rerun the same command to resume from the latest.")
+      f"Writing checkpoint step {step} in {manager.directory} failed ({reason[:800]}). "
+      f"{_hint(reason)}{moved} The complete checkpoints {_complete_steps(manager)} are "
+      "unchanged; free space and rerun the same command to resume from the latest.")
+
+
+def _hint(reason: str) -> str:
+  """The likely cause of a failed write, from its OS error (tensorstore gives text only)."""
+  for marks, hint in (
+      (("No space left", "errno 28", "code='28'"), "The disk is full."),
+      (("quota", "errno 122", "code='122'"), "The disk quota is exhausted."),
+      (("File too large", "errno 27", "code='27'"),
+       "A file size limit (ulimit -f) or the filesystem's largest file size was reached."),
+      (("Read-only file system", "errno 30", "code='30'"), "The filesystem is read-only.")):
+    if any(m.lower() in reason.lower() for m in marks):
+      return hint
+  return "Is the disk full?"
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, metrics: dict | None = None):

@@ -229,6 +229,23 @@ def test_full_disk_during_save_surfaces_and_keeps_previous(three_checkpoints, tm
   jax.tree.map(np.testing.assert_array_equal, _state(3).params, state.params)
 
 
+def test_digest_is_written_when_the_step_commits(tmp_path, monkeypatch):
+  """No later save or checkpoints.wait needed: the digest comes with Orbax's commit."""
+  monkeypatch.setattr(checkpoints, "_write_digests", lambda manager: None)  # no fallback.
+  mgr = checkpoints.make_manager(str(tmp_path), 3)
+  try:
+    checkpoints.save(mgr, 1, _state(1).replace(step=1), {checkpoints.BEST_METRIC: 5.0})
+    mgr.wait_until_finished()  # Orbax's own wait: the step is committed.
+    step_dir = os.path.join(str(tmp_path), "checkpoints", "1")
+    with open(os.path.join(step_dir, checkpoints.DIGEST)) as f:
+      digest = json.load(f)
+    assert digest == checkpoints._file_digests(step_dir)  # pylint: disable=protected-access
+    assert any(k.startswith("default") for k in digest) and len(digest) >= 5, digest
+    checkpoints._verify(mgr, 1)  # pylint: disable=protected-access
+  finally:
+    mgr.close()
+
+
 # ------------------------------------------------------------------------ untrusted files
 
 
