@@ -138,11 +138,11 @@ def test_tmpfs_full_during_checkpoint(base, tmp_path, caplog):
     subprocess.run(["umount", "-l", mnt], check=False, timeout=30)
 
 
-def _limit_file_size(limit):
-  def preexec():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited across exec: EFBIG, no kill.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-  return preexec
+# Sets the limit, then execs the CLI (no preexec_fn: forking a threaded JAX process to run
+# Python in the child could deadlock). SIG_IGN survives exec: writes fail with EFBIG.
+_LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2); "
+            "os.execv(sys.executable, [sys.executable, '-m', 'posemachine.main'] + sys.argv[2:])")
 
 
 @pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE") or not hasattr(signal, "SIGXFSZ"),
@@ -160,10 +160,9 @@ def test_rlimit_fsize_during_checkpoint(base, tmp_path, caplog):
              XLA_FLAGS="--xla_force_host_platform_device_count=8")
   env.pop("JAX_COMPILATION_CACHE_DIR", None)  # its entries could exceed the limit.
   r = subprocess.run(
-      [sys.executable, "-m", "posemachine.main", f"--config={tiny_config_lib.PATH}",
+      [sys.executable, "-c", _LIMITED, str(limit), f"--config={tiny_config_lib.PATH}",
        *tiny_config_lib.overrides(num_steps=8, **RUN), f"--workdir={w}"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-      preexec_fn=_limit_file_size(limit))
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   err = r.stderr
   assert r.returncode == 1, err[-3000:]
   # (Orbax's pending writes may print tracebacks at exit around the message.)
