@@ -273,3 +273,17 @@ def test_workdir_config_json_is_data_not_code(tmp_path, monkeypatch):
   with pytest.raises(errors.IncompatibleWorkdirError, match="unreadable"):
     checkpoints.check_workdir_config(str(tmp_path), config)
   assert not marker.exists()
+
+
+def test_fault_points_are_inert_unless_set_and_validated(monkeypatch):
+  from posemachine import faultpoints  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv(faultpoints.ENV, raising=False)
+  for point in faultpoints.POINTS:
+    faultpoints.reached(point)  # no variable: nothing happens.
+  assert faultpoints.parse("checkpoint_commit:2") == ("checkpoint_commit", 2)
+  assert faultpoints.parse("eval_batch") == ("eval_batch", 1)
+  for bad in ("train_step", "eval_batch:0", "eval_batch:x", ""):
+    with pytest.raises(errors.ConfigError, match="POSEMACHINE_KILL_AT"):
+      faultpoints.parse(bad)
+  monkeypatch.setenv(faultpoints.ENV, "eval_batch:3")
+  faultpoints.reached("checkpoint_commit")  # another point: not counted, no kill.
