@@ -5,8 +5,10 @@ run killed at any moment leaves only complete checkpoints; a rerun resumes from 
 latest. The run's config is kept beside them (`config.json`) to refuse resuming a workdir
 with a model of a different shape.
 
-Integrity: once a step is complete, `DIGEST` in its directory records each file's size
-and CRC-32 (Orbax's array files carry no checksum: a flipped bit restores silently).
+Integrity: as soon as a step is committed (in Orbax's background save thread), `DIGEST` in
+its directory records each file's size and CRC-32 (Orbax's array files carry no checksum:
+a flipped bit restores silently); a step whose run died between commit and digest gets it
+at the next save.
 `restore` checks it, restores, and checks the params are finite; a step failing any of
 these is reported (warning naming the step and the error), moved to
 `<workdir>/corrupt_checkpoints/` and the previous step is tried. With no good step left
@@ -16,6 +18,7 @@ it raises CheckpointError (it never starts afresh over a corrupt run). A failed 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -30,8 +33,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
+from orbax.checkpoint.path import atomicity
 
-from posemachine import io_utils
+from posemachine import faultpoints, io_utils
 from posemachine.errors import CheckpointError
 
 BEST_METRIC = "val_mpjpe_mm"
@@ -84,12 +88,32 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   ])
   options = ocp.CheckpointManagerOptions(
       create=True, best_fn=lambda m: m[BEST_METRIC], best_mode="min",
-      preservation_policy=policy)
+      preservation_policy=policy,
+      temporary_path_class=None if "://" in workdir else _DigestOnCommit)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=options)
 
 
 DIGEST = "posemachine_digest.json"
+
+
+class _DigestOnCommit(atomicity.AtomicRenameTemporaryPath):
+  """Orbax's atomic rename (local disks), then the step's DIGEST at once.
+
+  Runs in Orbax's background save thread: the digest is there as soon as the step is
+  committed, with no wait in the training loop. Item subdirectories ('default') commit
+  through it too; only step directories (named by their number) get a digest.
+  """
+
+  async def finalize(self, *args, **kwargs):
+    final = self.get_final()
+    is_step = final.name.isdigit()
+    if is_step:
+      faultpoints.reached("checkpoint_commit")
+    await super().finalize(*args, **kwargs)
+    if is_step and jax.process_index() == 0:
+      faultpoints.reached("checkpoint_digest")
+      await asyncio.to_thread(_write_digest, os.fspath(final))
 
 
 def _step_dir(manager, step: int) -> str:
@@ -113,14 +137,20 @@ def _file_digests(step_dir: str) -> dict:
   return out
 
 
+def _write_digest(step_dir: str) -> None:
+  if os.path.isdir(step_dir) and not os.path.exists(os.path.join(step_dir, DIGEST)):
+    io_utils.atomic_write_json(os.path.join(step_dir, DIGEST), _file_digests(step_dir))
+
+
 def _write_digests(manager) -> None:
-  """Writes DIGEST into each complete step directory lacking one (process 0)."""
+  """Writes DIGEST into each complete step directory lacking one (process 0).
+
+  A fallback: _DigestOnCommit writes it at the commit, unless the run died in between.
+  """
   if jax.process_index() != 0:
     return
   for step in manager.all_steps():
-    d = _step_dir(manager, step)
-    if os.path.isdir(d) and not os.path.exists(os.path.join(d, DIGEST)):
-      io_utils.atomic_write_json(os.path.join(d, DIGEST), _file_digests(d))
+    _write_digest(_step_dir(manager, step))
 
 
 def _verify(manager, step: int) -> None:
@@ -170,9 +200,22 @@ def _write_error(manager, step, e) -> CheckpointError:
   except Exception:  # pylint: disable=broad-except  (report the write error, not this)
     pass
   return CheckpointError(
-      f"Writing checkpoint step {step} in {manager.directory} failed ({reason[:800]}). Is the "
-      f"disk full?{moved} The complete checkpoints {_complete_steps(manager)} are unchanged; "
-      "free space and rerun the same command to resume from the latest.")
+      f"Writing checkpoint step {step} in {manager.directory} failed ({reason[:800]}). "
+      f"{_hint(reason)}{moved} The complete checkpoints {_complete_steps(manager)} are "
+      "unchanged; free space and rerun the same command to resume from the latest.")
+
+
+def _hint(reason: str) -> str:
+  """The likely cause of a failed write, from its OS error (tensorstore gives text only)."""
+  for marks, hint in (
+      (("No space left", "errno 28", "code='28'"), "The disk is full."),
+      (("quota", "errno 122", "code='122'"), "The disk quota is exhausted."),
+      (("File too large", "errno 27", "code='27'"),
+       "A file size limit (ulimit -f) or the filesystem's largest file size was reached."),
+      (("Read-only file system", "errno 30", "code='30'"), "The filesystem is read-only.")):
+    if any(m.lower() in reason.lower() for m in marks):
+      return hint
+  return "Is the disk full?"
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, metrics: dict | None = None):

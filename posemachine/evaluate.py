@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from posemachine import io_utils, losses, metrics, skeleton, tables
+from posemachine import faultpoints, io_utils, losses, metrics, skeleton, tables
 from posemachine.data import sequences as seq_lib
 
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "n_mpjpe", "mpjve", "proj_2d")
@@ -117,6 +117,7 @@ def run_evaluator(eval_step, params, seqs: seq_lib.Sequences, window: int, batch
     batch = seq_lib.gather_windows(seqs, idx[sl], mask[sl], seq_all[sl])
     batch = jax.device_put(batch, data)
     p, e = jax.device_get(eval_step(params, batch))
+    faultpoints.reached("eval_batch")  # test-only; inert unless POSEMACHINE_KILL_AT is set.
     m, mv = e["mask"] > 0, e["mask_vel"] > 0
     frames = idx[sl]
     pred[frames[m]] = p[m]

@@ -276,7 +276,9 @@ def read_keypoints(path: str, fmt: str = "coco", multi_person: str = "highest") 
   """Reads a .json (COCO results) or .npy/.npz keypoint file; see the module docstring."""
   _check_format(fmt)
   if not os.path.isfile(path):
-    raise DataError(f"{path}: no such file.")
+    what = ("is a directory" if os.path.isdir(path) else
+            "is not a regular file" if os.path.exists(path) else "no such file")
+    raise DataError(f"{path or '(empty path)'}: {what}.")
   ext = os.path.splitext(path)[1].lower()
   if ext == ".json":
     kp = read_coco_json(path, multi_person)

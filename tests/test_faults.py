@@ -229,6 +229,23 @@ def test_full_disk_during_save_surfaces_and_keeps_previous(three_checkpoints, tm
   jax.tree.map(np.testing.assert_array_equal, _state(3).params, state.params)
 
 
+def test_digest_is_written_when_the_step_commits(tmp_path, monkeypatch):
+  """No later save or checkpoints.wait needed: the digest comes with Orbax's commit."""
+  monkeypatch.setattr(checkpoints, "_write_digests", lambda manager: None)  # no fallback.
+  mgr = checkpoints.make_manager(str(tmp_path), 3)
+  try:
+    checkpoints.save(mgr, 1, _state(1).replace(step=1), {checkpoints.BEST_METRIC: 5.0})
+    mgr.wait_until_finished()  # Orbax's own wait: the step is committed.
+    step_dir = os.path.join(str(tmp_path), "checkpoints", "1")
+    with open(os.path.join(step_dir, checkpoints.DIGEST)) as f:
+      digest = json.load(f)
+    assert digest == checkpoints._file_digests(step_dir)  # pylint: disable=protected-access
+    assert any(k.startswith("default") for k in digest) and len(digest) >= 5, digest
+    checkpoints._verify(mgr, 1)  # pylint: disable=protected-access
+  finally:
+    mgr.close()
+
+
 # ------------------------------------------------------------------------ untrusted files
 
 
@@ -256,3 +273,17 @@ def test_workdir_config_json_is_data_not_code(tmp_path, monkeypatch):
   with pytest.raises(errors.IncompatibleWorkdirError, match="unreadable"):
     checkpoints.check_workdir_config(str(tmp_path), config)
   assert not marker.exists()
+
+
+def test_fault_points_are_inert_unless_set_and_validated(monkeypatch):
+  from posemachine import faultpoints  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv(faultpoints.ENV, raising=False)
+  for point in faultpoints.POINTS:
+    faultpoints.reached(point)  # no variable: nothing happens.
+  assert faultpoints.parse("checkpoint_commit:2") == ("checkpoint_commit", 2)
+  assert faultpoints.parse("eval_batch") == ("eval_batch", 1)
+  for bad in ("train_step", "eval_batch:0", "eval_batch:x", ""):
+    with pytest.raises(errors.ConfigError, match="POSEMACHINE_KILL_AT"):
+      faultpoints.parse(bad)
+  monkeypatch.setenv(faultpoints.ENV, "eval_batch:3")
+  faultpoints.reached("checkpoint_commit")  # another point: not counted, no kill.

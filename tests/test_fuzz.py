@@ -5,6 +5,7 @@ subclasses) with a message; no other exception escapes, and nothing hangs (deadl
 Parsers only: nothing here compiles JAX code.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -18,9 +19,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from posemachine import config_defaults, errors, inference, keypoints
-from posemachine.data import bvh, h36m, safe_npz
+from posemachine import config_defaults, errors, inference, keypoints, predict
+from posemachine.data import bvh, h36m, pipeline, safe_npz
 import test_bvh
+import test_humaneva
 import test_keypoints
 
 # FUZZ_RANDOM=1: fresh random examples (CI default: a fixed, reproducible set).
@@ -340,3 +342,144 @@ def test_workdir_config_json(obj):
   os.makedirs(os.path.join(_DIR, "wd"), exist_ok=True)
   _file(os.path.join("wd", "config.json"), json.dumps(obj, allow_nan=True).encode())
   _loads_or_own_error(inference.load_config, os.path.join(_DIR, "wd"))
+
+
+# ---------------------------------------------------------------------------- HumanEva-I
+
+
+_HE_TEMPLATE = os.path.join(_DIR, "humaneva_template")
+_HE_SUBJECTS = ("Train/S1", "Validate/S1")
+test_humaneva.write_tiny_humaneva(_HE_TEMPLATE, subjects=_HE_SUBJECTS, frames=6)
+_HE_FILES = ("data_3d_humaneva15.npz", "data_2d_humaneva15_gt.npz")
+_he_count = [0]
+
+
+def _he_dir():
+  """A fresh directory per example (the reader caches by path and mtime)."""
+  _he_count[0] += 1
+  d = os.path.join(_DIR, f"he{_he_count[0]}")
+  os.makedirs(d)
+  return d
+
+
+def _he_load_all(directory):
+  """Every split through the real config path; each loads or raises the project's error."""
+  c = test_humaneva.config_for(directory)
+  c.data.humaneva.train_subjects, c.data.humaneva.test_subjects = _HE_SUBJECTS
+  c.data.humaneva.val_fraction = 0.3
+  for split in ("train", "val", "test"):
+    _loads_or_own_error(pipeline.load_split, c, split)
+  shutil.rmtree(directory, ignore_errors=True)
+
+
+_he_array = hnp.arrays(
+    st.sampled_from([np.float32, np.float64, np.int16, np.bool_, np.complex64, "U2"]),
+    st.one_of(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7),
+              st.tuples(st.integers(0, 8), st.sampled_from([14, 15, 17]),
+                        st.sampled_from([2, 3]))),
+)
+_he_value = st.one_of(_he_array, st.none(), st.floats(), st.text(max_size=4),
+                      st.lists(st.none() | _he_array, max_size=4))
+_he_subject = st.sampled_from(_HE_SUBJECTS + ("Train/S4", "S1", "")) | st.text(max_size=8)
+_he_action = (st.sampled_from(test_humaneva.ACTIONS + ("Walking", "Box", "")) |
+              st.text(max_size=10))
+
+
+@FUZZ
+@given(st.dictionaries(_he_subject, st.dictionaries(_he_action, _he_value, max_size=3),
+                       max_size=3),
+       st.dictionaries(_he_subject, st.dictionaries(_he_action, _he_value, max_size=3),
+                       max_size=3),
+       st.booleans())
+def test_humaneva_structures_dtypes_shapes(pos3d, pos2d, keep_3d):
+  """Random subject/action keys (unicode, unknown), views, dtypes, shapes, NaN/huge values."""
+  d = _he_dir()
+  if keep_3d:  # a valid 3D file beside a fuzzed 2D one, and the other way round.
+    shutil.copy(os.path.join(_HE_TEMPLATE, _HE_FILES[0]), d)
+  else:
+    np.savez(os.path.join(d, _HE_FILES[0]), positions_3d=np.array(pos3d, dtype=object))
+  if not keep_3d and pos2d:
+    shutil.copy(os.path.join(_HE_TEMPLATE, _HE_FILES[1]), d)
+  else:
+    np.savez(os.path.join(d, _HE_FILES[1]), positions_2d=np.array(pos2d, dtype=object),
+             metadata={"layout_name": "humaneva15", "num_joints": 15})
+  _he_load_all(d)
+
+
+@FUZZ
+@given(st.sampled_from(_HE_FILES), st.none() | st.integers(0, 10**6),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3),
+       st.sampled_from([None, np.nan, np.inf, -1e300, 1e30]))
+def test_humaneva_truncated_flipped_and_nonfinite(name, cut, flips, value):
+  d = _he_dir()
+  for n in _HE_FILES:
+    shutil.copy(os.path.join(_HE_TEMPLATE, n), d)
+  if value is not None:  # a non-finite or huge coordinate in an otherwise valid file.
+    key = "positions_3d" if name == _HE_FILES[0] else "positions_2d"
+    with np.load(os.path.join(d, name), allow_pickle=True) as f:
+      members = {k: f[k] for k in f.keys()}
+    tree = members[key].item()
+    arr = tree["Train/S1"]["Walking 1 chunk0"]
+    arr = arr[0] if isinstance(arr, list) else arr
+    with np.errstate(over="ignore"):  # -1e300 -> -inf in float32: non-finite too.
+      arr.reshape(-1)[(cut or 0) % arr.size] = value
+    np.savez(os.path.join(d, name), **members)
+  path = os.path.join(d, name)
+  with open(path, "rb") as f:
+    data = f.read()
+  cut = len(data) if cut is None else cut % (len(data) + 1)
+  with open(path, "wb") as f:
+    f.write(_mutate(data, cut, flips))
+  _he_load_all(d)
+
+
+# ----------------------------------------------------------------- predict: file paths
+
+
+_PREDICT_DIR = os.path.join(_DIR, "predict")
+os.makedirs(_PREDICT_DIR, exist_ok=True)
+_name = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                min_size=1, max_size=40).filter(lambda s: s not in (".", ".."))
+_raw_path = st.one_of(
+    st.text(max_size=60), st.text(min_size=300, max_size=5000),
+    st.sampled_from(["", "/", ".", "..", "/dev/null", "/proc/self/mem", "-", "--input",
+                     "nul\x00byte.json", "~/x.json", "C:\\x.npz", "a" * 5000 + ".npz"]))
+_content = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"[]", b"{}", b"null", b"[{\"image_id\": 0}]"]),
+    st.just(json.dumps(test_keypoints.detections(test_keypoints.coco_pose(3))).encode()))
+
+
+@FUZZ
+@given(st.sampled_from(["raw", "missing", "file", "dir"]), _raw_path, _name,
+       st.sampled_from([".json", ".npz", ".npy", ".JSON", ".txt", "", ".json/"]), _content,
+       _raw_path | _name)
+def test_predict_input_and_output_paths(kind, raw, name, ext, content, output):
+  """predict's CLI with odd --input/--output paths: exit status 1 or 2 with a message that
+  names the problem; never a traceback. The workdir has no checkpoint, so nothing is written.
+  """
+  if kind == "raw":
+    path = raw
+  else:
+    path = os.path.join(_PREDICT_DIR, name + ext)
+    if kind == "file" and not ext.endswith("/"):
+      with contextlib.suppress(OSError):  # e.g. a name too long for the filesystem.
+        with open(path, "wb") as f:
+          f.write(content)
+    elif kind == "dir":
+      with contextlib.suppress(OSError):
+        os.makedirs(path, exist_ok=True)
+  workdir = os.path.join(_PREDICT_DIR, "no_such_workdir")
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    rc = _loads_or_own_error(predict.main, [
+        "predict", f"--workdir={workdir}", f"--input={path}", f"--output={output}",
+        "--image_size=640,480", "--animation=none"])
+  msg = err.getvalue()
+  assert rc in (1, 2), (rc, msg)
+  assert msg.strip().startswith("posemachine.predict:") and len(msg.strip()) > 25, msg
+  assert "Traceback" not in msg, msg
+  assert not os.path.exists(workdir)
+  with contextlib.suppress(OSError):
+    if kind == "file":
+      os.remove(path)
