@@ -16,7 +16,6 @@ prefetch hides. Prints a table; writes bench_frames.json if --out.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 

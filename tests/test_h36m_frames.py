@@ -141,13 +141,13 @@ def test_windows_decode_padding_and_stride(tiny):
   np.testing.assert_array_equal(b["images"][0, 3], b["images"][0, 2])
   np.testing.assert_array_equal(b["mask"], [[1, 1, 1, 0]])
   assert b["has_3d"].dtype == np.float32 and b["subject"].dtype == np.int32
-  assert data.paths[0].endswith(os.path.join("S1", "S1_Eating_2.54138969",
+  assert data.path(0).endswith(os.path.join("S1", "S1_Eating_2.54138969",
                                              "S1_Eating_2.54138969_000001.jpg"))
   # Every 5th frame extracted (MMPose's default): frames 0 and 5 of each take, files 1 and 6.
   strided = frame_data(config_for(*tiny, frames_stride=5))
   assert strided.seqs.num_frames == 12 * 2
   np.testing.assert_array_equal(strided.seqs.extras["frame_index"][:4], [0, 5, 0, 5])
-  assert strided.paths[1].endswith("_000006.jpg")
+  assert strided.path(1).endswith("_000006.jpg")
   np.testing.assert_allclose(strided.seqs.pose_3d[1], data.seqs.pose_3d[5])
 
 
@@ -228,6 +228,10 @@ def test_wrong_layout_fails_fast_naming_the_path(tiny, tmp_path):
     frame_data(config_for(tiny[0], frames), "test")
   with pytest.raises(errors.ConfigError, match="placeholders"):
     frame_data(config_for(*tiny, frames_pattern="{subject}/{scene}_{frame}.jpg"))
+  synthetic = config_for(*tiny)
+  synthetic.data.source = "synthetic"
+  with pytest.raises(errors.ConfigError, match="for 'h36m' only"):
+    h36m_frames.FrameData(pipeline.load_split(config_for(*tiny), "train"), synthetic)
 
 
 def test_missing_and_corrupt_frames_name_the_file(tiny, tmp_path):

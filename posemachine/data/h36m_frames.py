@@ -182,7 +182,8 @@ class FrameData:
 
   Attributes: seqs (the split's Sequences, only frames with an image file: every
   data.frames_stride-th), boxes (N, 3) crop boxes in camera pixels, joints_2d (N, 17, 2)
-  crop coordinates, paths (N,) image files.
+  crop coordinates; path(n) is frame n's image file (formatted on demand: a full-rate split
+  has millions of frames).
   """
 
   def __init__(self, seqs: seq_lib.Sequences, config):
@@ -218,10 +219,8 @@ class FrameData:
     self.boxes = crop_boxes(px, float(config.render.margin))               # (N, 3)
     self.joints_2d = ((px - self.boxes[:, None, :2]) / self.boxes[:, None, 2:]
                       * 2.0 - 1.0).astype(np.float32)
-    names = self._find_takes(s, cams, d.frames_pattern)
-    self.paths = [frame_path(self.root, d.frames_pattern, s.subject[i], names[i], cams[i],
-                             int(index[n]))
-                  for i, n in zip(seq_of, range(s.num_frames))]
+    self._pattern, self._cams, self._index, self._seq_of = d.frames_pattern, cams, index, seq_of
+    self._takes = self._find_takes(s, cams, d.frames_pattern)
     names_all = sorted(set(s.subject))
     self.subject_index = np.array([names_all.index(x) for x in s.subject], np.int32)
     self._check_ends()
@@ -278,7 +277,7 @@ class FrameData:
     from PIL import Image  # pylint: disable=g-import-not-at-top
     s = self.seqs
     for i in range(s.num_sequences):
-      first, last = self.paths[s.starts[i]], self.paths[s.starts[i] + s.lengths[i] - 1]
+      first, last = self.path(s.starts[i]), self.path(s.starts[i] + s.lengths[i] - 1)
       try:
         with Image.open(first) as im:
           im.size  # pylint: disable=pointless-statement  (header only)
@@ -292,9 +291,15 @@ class FrameData:
             f"({s.lengths[i]} frames; the first, {first}, exists). The extraction stopped "
             "early, or config.data.frames_stride is not the extraction's frame step.")
 
+  def path(self, n: int) -> str:
+    """The image file of frame n (an index into seqs)."""
+    i = self._seq_of[n]
+    return frame_path(self.root, self._pattern, self.seqs.subject[i], self._takes[i],
+                      self._cams[i], int(self._index[n]))
+
   def decode(self, frames) -> np.ndarray:
     """Crops of frames (M,) (indices into seqs) -> (M, S, S, 3) uint8, decoded in parallel."""
-    jobs = [(self.paths[n], self.boxes[n], self.cam_wh[n], self.size) for n in frames]
+    jobs = [(self.path(n), self.boxes[n], self.cam_wh[n], self.size) for n in frames]
     return np.stack(list(self._pool.map(lambda a: read_crop(*a), jobs)))
 
   def windows(self, idx, mask, seq_ids) -> dict:
