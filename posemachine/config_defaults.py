@@ -23,7 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Human3.6M frames and the layout of a frame's path below it ('' = render bodies instead).
   c.data.frames_dir = ""
   c.data.frames_pattern = "{subject}/{subject}_{action}.{camera}/{subject}_{action}.{camera}_{frame:06d}.jpg"
-  c.data.frames_stride = 1      # frame f of the pose arrays is image file number f * stride + 1.
+  c.data.frames_stride = 1      # only every n-th video frame was extracted (MMPose: 5).
+  c.data.frames_workers = 4     # threads decoding and cropping frames.
+  c.data.frames_prefetch = 4    # training batches prepared ahead of the step.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
   # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose

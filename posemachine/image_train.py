@@ -157,6 +157,27 @@ def train_windows(data: ClipData, config, name: str, step: int, num_processes=1,
   return {k: v[sl] for k, v in batch.items()}
 
 
+def train_batches(data, config, name: str, steps):
+  """Yields the host batches of `steps` (a range) in order. Real frames (FrameData) are
+  decoded config.data.frames_prefetch batches ahead of the step by background threads
+  (h36m_frames.Prefetcher); the rendered source's index batches are built on demand."""
+  make = lambda step: train_windows(data, config, name, step, jax.process_count(),
+                                    jax.process_index())
+  from posemachine.data import h36m_frames  # pylint: disable=g-import-not-at-top
+  if not isinstance(data, h36m_frames.FrameData):
+    yield from map(make, steps)
+    return
+  t0 = time.perf_counter()
+  with h36m_frames.Prefetcher(make, steps, depth=config.data.frames_prefetch,
+                              name="frames") as p:
+    try:
+      for _, batch in p:
+        yield batch
+    finally:
+      logging.info("Stage '%s' input: %d batches of frames; the loop waited %.2f s of %.2f s "
+                   "for them.", name, p.count, p.wait_s, time.perf_counter() - t0)
+
+
 def render_inputs(batch, key, render_config, appearance):
   """Renders a batch on the device. Returns (images (B, T, S, S, 3), joints_2d (B, T, K, 2)).
 
@@ -192,7 +213,7 @@ def stage_loss(params, batch, key, *, model, config, name):
   k_render, k_mask = jax.random.split(key)
   r = config.render
   images, joints_2d = render_inputs(batch, k_render, r, render.sample_appearance(
-      jax.random.fold_in(k_render, 1), batch["points"].shape[0]))
+      jax.random.fold_in(k_render, 1), batch["mask"].shape[0]))
   b, t = images.shape[:2]
   st = config.stages
   if name == "encoder":
@@ -449,9 +470,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  config.stages[name].batch_size, config.stages[name].window)
     step_fn = make_stage_step(model, tx, config, name, mesh, state_sharding)
     pending = []
-    for step in range(max(first, step0 + 1), last + 1):
-      batch = train_windows(train_data, config, name, step, jax.process_count(),
-                            jax.process_index())
+    steps = range(max(first, step0 + 1), last + 1)
+    batches = train_batches(train_data, config, name, steps)  # real frames: decoded ahead.
+    for step, batch in zip(steps, batches):
       state, m = step_fn(state, train.shard_batch(batch, mesh))
       pending.append((step, m))
       if step % log_every == 0 or step == last:
@@ -474,6 +495,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      val["pck_2d"], val["error_2d_px"], val["mpjpe"])
         checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
       if step < total and preemption.should_stop(step):
+        batches.close()
         if manager.latest_step() != step:
           checkpoints.save(manager, step, state)
         checkpoints.wait(manager)
@@ -483,6 +505,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.warning("Preempted (SIGTERM): stopped after step %d of %d and saved checkpoint "
                         "%d. Rerun the same command to resume.", step, total, step)
         return {"preempted_at_step": step}
+    batches.close()
     if (config.stages.eval_after_each and name != "encoder" and name not in stage_results
         and i < len(plan) - 1):
       res = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,

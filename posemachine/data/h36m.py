@@ -13,7 +13,9 @@ x_world = R @ x_cam + T), root-relative (pelvis at 0), metres; 2D normalised as
 u / w * 2 - [1, h / w]. 2D sequences a few frames longer than the mocap are trimmed.
 Sequence labels: subject 'S9', action the base name ('Directions' for both 'Directions'
 and 'Directions 1', so per-action averages pool the takes as VideoPose3D does), camera
-'<id>' or '<id>#<take suffix>' ('54138969#1').
+'<id>' or '<id>#<take suffix>' ('54138969#1'). Extra 'frame_index' (N,): each frame's index
+in the original 50 fps sequence (kept through the val/train cuts and strides; the real-frame
+reader data/h36m_frames.py names image files by it).
 
 Protocols (`config.data.h36m.protocol`):
   'p1': train S1 S5 S6 S7 S8, test S9 S11, all four cameras (MPJPE = protocol #1,
@@ -336,7 +338,8 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
         seq = camera_sequence(world, kp, camera_params(subject, cam_id), where,
                               skeleton.H36M_FROM_32)
         seq.update(subject=subject, action=base,
-                   camera=f"{cam_id}#{take}" if take else cam_id)
+                   camera=f"{cam_id}#{take}" if take else cam_id,
+                   frame_index=np.arange(len(world), dtype=np.float32))
         items.append(seq)
   if not items:
     raise DataError(f"Human3.6M ({data_dir}): no sequences for subjects {list(subjects)}, "
