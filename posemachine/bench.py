@@ -1,26 +1,29 @@
 """Benchmark suite: the JAX train step against the same network in PyTorch and the machine's peak.
 
-python -m posemachine.bench [--quick] [--out=DIR]
+python -m posemachine.bench [--quick] [--shapes=BxT,...] [--steps=N] [--hidden=N] [--out=DIR]
 
 Measures, for the paper-sized lifter (1024 wide, two LSTM layers, six-layer projector):
 - the machine's float32 matmul peak (a large jitted matmul, same run);
-- the JAX train step: compile time, steps/s and frames/s (median and 10th-90th percentile of
+- the JAX train step: compile time with an empty persistent compilation cache (cold) and
+  again loaded from it (warm), steps/s and frames/s (median and 10th-90th percentile of
   many steps, warm-up excluded), model FLOP utilisation (analytic FLOPs / peak);
 - the same network and loss in PyTorch (eager; `torch.compile` outside --quick), same shapes,
-  same data, same thread count; the ratio to JAX;
+  same data, same thread count; the ratio to JAX. JAX and PyTorch steps take turns
+  (interleaved repetitions), so load from other processes hits both alike;
 - offline (bidirectional) inference frames/s;
 - the input pipeline's share: host batch sampling + transfer vs the step time.
 Writes bench.json and bench.md into --out and prints the table with device, versions, shapes
 and threads. PyTorch is optional (`pip install -e '.[bench]'`); without it those rows are
-skipped. Streaming and the test-time correction have their own benchmarks:
+reported as skipped. Streaming and the test-time correction have their own benchmarks:
 posemachine.bench_streaming and posemachine.bench_refine.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 from absl import app, flags
@@ -28,15 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posemachine import config_defaults, io_utils, train
+from posemachine import compile_cache, config_defaults, io_utils, train
 from posemachine.data import pipeline, synthetic
 from posemachine.models import machine
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "One shape, fewer steps, no torch.compile (about 2 minutes).")
+flags.DEFINE_bool("quick", False, "Fewer steps, no window 243, no torch.compile.")
 flags.DEFINE_string("out", "bench_results", "Directory for bench.json and bench.md.")
 flags.DEFINE_integer("hidden", 1024, "Lifter width (the paper: 1024).")
 flags.DEFINE_list("shapes", None, "batch x window pairs, e.g. 64x16,64x243 (default by mode).")
+flags.DEFINE_integer("steps", None, "Timed steps per row (default: 5 with --quick, else 20).")
 
 K = 17
 
@@ -61,11 +65,19 @@ def _timed(fn, steps):
           "p90_s": float(np.percentile(t, 90)), "steps": steps}
 
 
-def matmul_peak(n=2048, steps=10):
+PEAK_N = 2048
+
+
+def matmul_fn(n=PEAK_N):
+  """A jitted n x n float32 matmul (2 n^3 FLOPs) as a closure, compiled and warmed up."""
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
-  r = _timed(lambda: f(a).block_until_ready(), steps)
+  return lambda: f(a).block_until_ready()
+
+
+def matmul_peak(n=PEAK_N, steps=10):
+  r = _timed(matmul_fn(n), steps)
   return 2.0 * n ** 3 / r["median_s"], r
 
 
@@ -73,7 +85,11 @@ def make_batch(config, seqs, step):
   return pipeline.train_batch(seqs, config, step)
 
 
-def jax_train(config, seqs, batch_np, steps):
+def jax_setup(config, seqs, batch_np, steps):
+  """Compiles the train step (cold, then warm from the persistent cache) and times the rest.
+
+  Returns (one train step as a closure, results dict without the step timing).
+  """
   mesh = train.create_mesh(1)
   model = machine.from_config(config.model, K)
   tx = train.make_optimizer(config.train)
@@ -82,15 +98,18 @@ def jax_train(config, seqs, batch_np, steps):
   batch = train.shard_batch(batch_np, mesh)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
+  res = {"compile_s": time.perf_counter() - t0}
+  # Warm: the in-memory caches dropped, the executable loaded from the persistent cache.
+  jax.clear_caches()
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  res["compile_warm_s"] = time.perf_counter() - t0
   holder = {"state": state}
 
   def one():
     holder["state"], m = compiled(holder["state"], batch)
     jax.block_until_ready(m["loss"])
   one()  # warm-up
-  res = _timed(one, steps)
-  res["compile_s"] = compile_s
   # Input pipeline: host sampling of a fresh batch + transfer, per step.
   def feed():
     jax.block_until_ready(train.shard_batch(make_batch(config, seqs, 7), mesh))
@@ -101,10 +120,27 @@ def jax_train(config, seqs, batch_np, steps):
   fwd(params, batch["pose_2d"], batch["confidence"]).block_until_ready()
   res["inference"] = _timed(
       lambda: fwd(params, batch["pose_2d"], batch["confidence"]).block_until_ready(), steps)
-  return res
+  return one, res
 
 
-def torch_train(config, batch_np, steps, compile_model):
+def interleaved(fns: dict, steps: int) -> dict:
+  """Times each closure `steps` times, taking turns (A B C A B C ...): load hits all alike."""
+  times = {k: [] for k in fns}
+  for _ in range(steps):
+    for k, fn in fns.items():
+      t0 = time.perf_counter()
+      fn()
+      times[k].append(time.perf_counter() - t0)
+  out = {}
+  for k, t in times.items():
+    t = np.asarray(t)
+    out[k] = {"median_s": float(np.median(t)), "p10_s": float(np.percentile(t, 10)),
+              "p90_s": float(np.percentile(t, 90)), "steps": steps}
+  return out
+
+
+def torch_setup(config, batch_np, compile_model):
+  """The same network, loss and optimiser in PyTorch. Returns (one step closure, info)."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
   h, p = config.model.hidden, config.model.projector_hidden
@@ -176,11 +212,8 @@ def torch_train(config, batch_np, steps, compile_model):
   one()  # warm-up (and compilation)
   first = time.perf_counter() - t0
   one()
-  res = _timed(one, steps)
-  res["first_step_s"] = first
-  res["torch"] = torch.__version__
-  res["threads"] = torch.get_num_threads()
-  return res
+  return one, {"first_step_s": first, "torch": torch.__version__,
+               "threads": torch.get_num_threads()}
 
 
 def machine_parents():
@@ -192,7 +225,10 @@ def main(argv):
   del argv
   quick = FLAGS.quick
   shapes = FLAGS.shapes or (["64x16"] if quick else ["64x16", "64x243", "1024x16"])
-  steps = 5 if quick else 20
+  steps = FLAGS.steps or (5 if quick else 20)
+  # A fresh persistent compilation cache: the first compile is cold, the second warm.
+  cache_dir = tempfile.mkdtemp(prefix="posemachine_bench_cache_")
+  compile_cache.enable(cache_dir)
   config = config_defaults.get_config()
   config.model.hidden = config.model.projector_hidden = FLAGS.hidden
   config.data.synthetic.sequences_per_action = 1
@@ -202,8 +238,10 @@ def main(argv):
   try:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(os.cpu_count() or 1)
-  except ImportError:
-    torch = None
+    torch_skip = None
+  except ImportError as e:
+    torch, torch_skip = None, f"skipped: PyTorch not installed ({e})"
+  torch_modes = (("torch_eager", False),) + (() if quick else (("torch_compile", True),))
   fpf = model_flops_per_frame(config.model.hidden, config.model.projector_hidden)
   rows = []
   for shape in shapes:
@@ -211,47 +249,77 @@ def main(argv):
     config.train.batch_size, config.data.window = b, t
     batch_np = make_batch(config, seqs, 1)
     frames = b * t
-    jr = jax_train(config, seqs, batch_np, steps)
-    row = {"batch": b, "window": t, "jax": jr,
-           "jax_steps_per_s": 1 / jr["median_s"], "jax_frames_per_s": frames / jr["median_s"],
-           "jax_mfu": 3 * fpf * frames / jr["median_s"] / peak,
-           "input_share": jr["input_s"] / (jr["input_s"] + jr["median_s"]),
-           "inference_frames_per_s": frames / jr["inference"]["median_s"]}
-    if torch is not None:
-      for name, comp in (("torch_eager", False),) + (() if quick else (("torch_compile", True),)):
-        try:
-          tr = torch_train(config, batch_np, steps, comp)
-          row[name] = tr
-          row[f"{name}_steps_per_s"] = 1 / tr["median_s"]
-          row[f"jax_speedup_vs_{name}"] = tr["median_s"] / jr["median_s"]
-        except Exception as e:  # pylint: disable=broad-except  (report, keep benchmarking)
-          row[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    one, jr = jax_setup(config, seqs, batch_np, steps)
+    # The peak is timed in turn with the steps, so the MFU's numerator and denominator see
+    # the same load.
+    fns = {"jax": one, "matmul": matmul_fn()}
+    row = {"batch": b, "window": t}
+    for name, comp in torch_modes:
+      if torch is None:
+        row[name] = {"skipped": torch_skip}
+        continue
+      try:
+        fns[name], row[name] = torch_setup(config, batch_np, comp)
+      except Exception as e:  # pylint: disable=broad-except  (report, keep benchmarking)
+        row[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    timed = interleaved(fns, steps)
+    jr.update(timed["jax"])
+    row_peak = 2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"]
+    row.update({"jax": jr, "jax_steps_per_s": 1 / jr["median_s"],
+                "jax_frames_per_s": frames / jr["median_s"],
+                "matmul_peak_flops": row_peak, "matmul_timing": timed["matmul"],
+                "jax_mfu": 3 * fpf * frames / jr["median_s"] / row_peak,
+                "input_share": jr["input_s"] / (jr["input_s"] + jr["median_s"]),
+                "inference_frames_per_s": frames / jr["inference"]["median_s"]})
+    for name, _ in torch_modes:
+      if name in timed:
+        row[name].update(timed[name])
+        row[f"{name}_steps_per_s"] = 1 / timed[name]["median_s"]
+        row[f"jax_speedup_vs_{name}"] = timed[name]["median_s"] / jr["median_s"]
     rows.append(row)
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  load = os.getloadavg()
   result = {
       "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
       "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+      "load_average_1_5_15": load,
       "jax": jax.__version__, "torch": getattr(torch, "__version__", None),
+      "torch_skipped": torch_skip,
       "hidden": config.model.hidden, "projector_hidden": config.model.projector_hidden,
       "dtype": "float32", "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
       "model_flops_per_frame_forward": fpf, "train_flops_per_frame": 3 * fpf,
-      "quick": quick, "rows": rows,
+      "quick": quick, "steps": steps, "rows": rows,
   }
-  lines = [f"Device: {result['device']} ({result['device_kind']}), {result['cpu_count']} CPUs; "
-           f"jax {result['jax']}, torch {result['torch']}; width {config.model.hidden}, float32; "
-           f"matmul peak {peak / 1e9:.1f} GFLOP/s; train FLOPs/frame {3 * fpf / 1e6:.1f} M.", "",
-           "| batch x window | JAX steps/s | JAX frames/s | MFU | compile (s) | input share | "
-           "PyTorch eager steps/s | JAX / eager | PyTorch compile steps/s | JAX / compile | "
-           "inference frames/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [f"Device: {result['device']} ({result['device_kind']}), {result['cpu_count']} CPUs, "
+           f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; jax {result['jax']}, "
+           f"torch {result['torch'] or torch_skip}; width {config.model.hidden}, float32; "
+           f"matmul peak {peak / 1e9:.1f} GFLOP/s; train FLOPs/frame {3 * fpf / 1e6:.1f} M; "
+           f"{steps} timed steps per row, JAX and PyTorch interleaved.", "",
+           "| batch x window | JAX steps/s (p10-p90) | JAX frames/s | matmul peak GFLOP/s | MFU "
+           "| compile cold / warm (s) "
+           "| input share | PyTorch eager steps/s | JAX / eager | PyTorch compile steps/s | "
+           "JAX / compile | inference frames/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    g = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"
+    def g(k, fmt="{:.2f}", r=r):
+      if k in r:
+        return fmt.format(r[k])
+      base = r.get(k.replace("_steps_per_s", "").replace("jax_speedup_vs_", ""), {})
+      return "skipped" if "skipped" in base else ("error" if "error" in base else "-")
+    j = r["jax"]
     lines.append(
-        f"| {r['batch']} x {r['window']} | {r['jax_steps_per_s']:.2f} | "
-        f"{r['jax_frames_per_s']:.0f} | {100 * r['jax_mfu']:.1f} % | {r['jax']['compile_s']:.1f} | "
+        f"| {r['batch']} x {r['window']} | {r['jax_steps_per_s']:.2f} "
+        f"({1 / j['p90_s']:.2f}-{1 / j['p10_s']:.2f}) | "
+        f"{r['jax_frames_per_s']:.0f} | {r['matmul_peak_flops'] / 1e9:.1f} | "
+        f"{100 * r['jax_mfu']:.1f} % | "
+        f"{j['compile_s']:.1f} / {j['compile_warm_s']:.2f} | "
         f"{100 * r['input_share']:.1f} % | {g('torch_eager_steps_per_s')} | "
         f"{g('jax_speedup_vs_torch_eager')} | {g('torch_compile_steps_per_s')} | "
         f"{g('jax_speedup_vs_torch_compile')} | {r['inference_frames_per_s']:.0f} |")
-  lines.append("\nMedians of the timed steps (warm-up excluded); bench.json has the 10th-90th "
-               "percentiles. MFU = analytic train FLOPs (3 x forward) per second / the matmul peak.")
+  lines.append("\nMedians of the timed steps (warm-up excluded), 10th-90th percentile range in "
+               "brackets. MFU = analytic train FLOPs (3 x forward) per second / the matmul peak "
+               f"({PEAK_N}^2 float32 matmul, timed in turn with the steps of the row; the peak in "
+               "the header is the one measured alone at the start). "
+               "Compile: cold = empty persistent cache, warm = loaded from it.")
   os.makedirs(FLAGS.out, exist_ok=True)
   io_utils.atomic_write_json(os.path.join(FLAGS.out, "bench.json"), result)
   io_utils.atomic_write_text(os.path.join(FLAGS.out, "bench.md"), "\n".join(lines) + "\n")

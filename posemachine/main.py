@@ -16,7 +16,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from posemachine import distributed, errors, train
+from posemachine import compile_cache, distributed, errors, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -29,6 +29,10 @@ flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0..num_processes-1.")
+flags.DEFINE_string("compilation_cache", None,
+                    "Directory of JAX's persistent compilation cache (default: "
+                    "$POSEMACHINE_COMPILATION_CACHE or ~/.cache/posemachine/jax_compilation_cache); "
+                    "empty turns it off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,6 +50,9 @@ def main(argv):
   # Before anything touches the devices.
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id)
+  cache = compile_cache.enable(compile_cache.default_dir() if FLAGS.compilation_cache is None
+                               else FLAGS.compilation_cache)
+  logging.info("Persistent compilation cache: %s", cache or "off")
   logging.info("JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
                jax.devices())
   try:

@@ -1,4 +1,7 @@
-"""The benchmark suite runs end to end on tiny shapes and writes its JSON and Markdown."""
+"""The benchmark suite runs end to end on tiny shapes and writes its JSON and Markdown.
+
+CI smoke test of `python -m posemachine.bench --quick` (numbers are not asserted).
+"""
 
 import json
 import os
@@ -8,20 +11,42 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_quick_tiny(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+def _run(tmp_path, extra_env=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+             **(extra_env or {}))
   r = subprocess.run([sys.executable, "-m", "posemachine.bench", "--quick", "--hidden=16",
-                      "--shapes=8x4", f"--out={tmp_path}"], cwd=REPO, env=env,
+                      "--shapes=8x4", "--steps=2", f"--out={tmp_path}"], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   with open(tmp_path / "bench.json") as f:
-    res = json.load(f)
+    return json.load(f), (tmp_path / "bench.md").read_text()
+
+
+def test_bench_quick_tiny(tmp_path):
+  res, md = _run(tmp_path)
   row = res["rows"][0]
   assert (row["batch"], row["window"]) == (8, 4)
   assert res["matmul_peak_flops"] > 0 and row["jax_steps_per_s"] > 0
   assert 0 < row["jax_mfu"] < 1.5 and 0 <= row["input_share"] < 1
+  assert row["jax"]["compile_s"] > 0 and row["jax"]["compile_warm_s"] > 0
+  assert row["jax"]["p10_s"] <= row["jax"]["median_s"] <= row["jax"]["p90_s"]
+  # Every PyTorch row is either measured or reported (never silently missing).
+  assert "steps_per_s" in str(row) or "skipped" in row["torch_eager"]
   # The analytic FLOP count: forward MACs of the stem, 2 LSTMs, head and projector.
   f, k, h = 2 * 17 + 2 + 17, 17, 16
   macs = f * h + 2 * 8 * h * h + h * 3 * k + 2 * 3 * k * h + 3 * k * h + 2 * h * h + h * 2 * k
   assert res["model_flops_per_frame_forward"] == 2 * macs
-  assert "| 8 x 4 |" in (tmp_path / "bench.md").read_text()
+  assert "| 8 x 4 |" in md
+
+
+def test_bench_without_torch_reports_skipped(tmp_path):
+  """A `torch` that fails to import (as when it is not installed): rows say skipped."""
+  shadow = tmp_path / "shadow"
+  shadow.mkdir()
+  (shadow / "torch.py").write_text("raise ImportError('No module named torch (test shadow)')\n")
+  path = os.pathsep.join([str(shadow), REPO, os.environ.get("PYTHONPATH", "")])
+  res, md = _run(tmp_path, {"PYTHONPATH": path})
+  assert res["torch"] is None and "skipped" in res["torch_skipped"]
+  assert "skipped" in res["rows"][0]["torch_eager"]["skipped"]
+  assert "torch_eager_steps_per_s" not in res["rows"][0]
+  assert "| skipped |" in md and res["rows"][0]["jax_steps_per_s"] > 0

@@ -34,14 +34,17 @@ class PoseTransformer(nn.Module):
       pose_3d (B, T, K, 3) root-relative metres (root joint exactly 0), final LSTM states.
     """
     b, t, _ = features.shape
+    # Time-major inside: the narrow input and output are transposed, not the wide activations.
+    features = jnp.swapaxes(features, 0, 1)
+    mask = None if mask is None else jnp.swapaxes(mask, 0, 1)
     x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="stem")(features))
     states = []
     for layer in range(self.lstm_layers):
       reverse = self.direction == "bidirectional" and layer % 2 == 1
       init = None if initial_states is None else initial_states[layer]
       x, state = LSTM(self.hidden, reverse=reverse, dtype=self.dtype,
-                      name=f"lstm_{layer}")(x, mask, init)
+                      time_major=True, name=f"lstm_{layer}")(x, mask, init)
       states.append(state)
-    out = nn.Dense(self.num_joints * 3, dtype=self.dtype, name="head")(x)
+    out = jnp.swapaxes(nn.Dense(self.num_joints * 3, dtype=self.dtype, name="head")(x), 0, 1)
     pose = out.astype(jnp.float32).reshape(b, t, self.num_joints, 3)
     return pose - pose[..., :1, :], states
