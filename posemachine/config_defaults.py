@@ -21,6 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dir = ""               # directory of dataset files, for real data sources.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
+  # Sample training windows inside the jitted step from the training set held on the
+  # devices (data/device_sampler.py); False: the host samples and feeds each batch.
+  c.data.device_sampling = True
   # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose
   # 3D labels are used; the rest train through the 2D terms only. 0 = no 3D labels at all.
   c.data.labelled_fraction = 1.0
@@ -104,6 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.clip_norm = 5.0
   c.train.augment_noise_px = 0.0  # extra Gaussian 2D noise per step (pixels at w=1000).
+  c.train.augment_flip = False    # mirror each window left/right with probability 1/2.
   c.train.log_every = 100
   c.train.eval_every = 1000       # validation + checkpoint interval.
   c.train.checkpoint_keep = 3     # keep the last N checkpoints plus the best by val MPJPE.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from posemachine.data import augment
 from posemachine.data import sequences as seq_lib
 from posemachine.data.sequences import DataError
 
@@ -51,6 +52,8 @@ def train_batch(seqs: seq_lib.Sequences, config, step: int, num_processes: int =
     # Fresh detector-like noise each step; pixels at w = 1000 -> normalised units.
     noise = rng.normal(size=batch["pose_2d"].shape).astype(np.float32)
     batch["pose_2d"] = batch["pose_2d"] + noise * (2.0 * t.augment_noise_px / 1000.0)
+  if t.augment_flip:  # drawn after the noise: runs without flips keep their batches.
+    batch = augment.flip_windows(batch, rng.random(t.batch_size) < 0.5, xp=np)
   per = t.batch_size // num_processes
   sl = slice(process_index * per, (process_index + 1) * per)
   return {k: v[sl] for k, v in batch.items()}
