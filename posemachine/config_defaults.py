@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Sample training windows inside the jitted step from the training set held on the
   # devices (data/device_sampler.py); False: the host samples and feeds each batch.
   c.data.device_sampling = True
+  # 'memory': read the source files at start-up (default); 'tfds': read the ArrayRecord files
+  # written once by `python -m posemachine.data.prepare` (data/tfds_data.py).
+  c.data.format = "memory"
+  c.data.prepared_dir = ""      # 'tfds': where prepared datasets live; '' = <data.dir>/prepared.
+  c.data.shard_by_process = True  # 'tfds', several processes: each reads its own train shard.
   # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose
   # 3D labels are used; the rest train through the 2D terms only. 0 = no 3D labels at all.
   c.data.labelled_fraction = 1.0
@@ -171,6 +176,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.schedule": (t.schedule, ("cosine", "constant")),
              "train.nonfinite": (t.nonfinite, ("stop", "skip")),
              "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
+             "data.format": (d.format, ("memory", "tfds")),
              "refine.projection": (config.refine.projection, ("learned", "weak_perspective"))}
   for name, (val, ok) in choices.items():
     if val not in ok:

@@ -166,8 +166,9 @@ def _replicated_params(params, mesh):
 
 def _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding):
   """(state, step) -> (state, metrics): the batch sampled on the devices inside the step
-  (data.device_sampling) or on the host and fed per step."""
-  if config.data.device_sampling:
+  (data.device_sampling) or on the host and fed per step (also when each process holds
+  only its own shard of the training set: data.format='tfds' with several processes)."""
+  if config.data.device_sampling and not pipeline.process_sharded(config):
     t0 = time.time()
     data = device_sampler.to_device(train_seqs, mesh)
     logging.info("Training set on the devices: %.1f MB per device (%.1f s); windows are "
