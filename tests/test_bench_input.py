@@ -19,6 +19,7 @@ def test_bench_input_tiny(tmp_path):
     assert len(row["step_s_rounds"][mode]) == 2 and row["step_s"][mode] > 0
   for mode in ("host", "device"):
     assert np.isclose(row["overhead"][mode], row["step_s"][mode] / row["step_s"]["prestaged"] - 1)
+  assert row["host_sampling_s"] > 0 and row["device_sampling_s"] > 0
   assert row["device_data_bytes"] == 300 * 17 * (2 + 3 + 1) * 4 + 7 * (4 + 4 + 4)
   env = saved["environment"]
   assert env["jax"] and env["cpu_count"] >= 1 and env["device_kind"]

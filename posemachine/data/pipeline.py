@@ -4,6 +4,10 @@
 `train_batch(seqs, config, step)` draws the global batch of a step from a NumPy RNG seeded
 by (seed, step): the data order depends only on the seed and step, so a resumed run sees
 exactly the batches it would have seen, and each process can cut its own shard from it.
+With data.format='tfds' and several processes each process holds only its own shard of the
+training sequences (data/tfds_data.py) and draws its rows from (seed, step, process index).
+The default trainer samples on the device instead (data/device_sampler.py); this host
+sampler is its reference and the fallback (data.device_sampling=False).
 """
 
 from __future__ import annotations
