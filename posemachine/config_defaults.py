@@ -28,6 +28,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.frames_prefetch = 4    # training batches prepared ahead of the step.
   c.data.num_joints = 17
   c.data.window = 16            # frames per training/evaluation window.
+  # Sample training windows inside the jitted step from the training set held on the
+  # devices (data/device_sampler.py); False: the host samples and feeds each batch.
+  c.data.device_sampling = True
+  # 'memory': read the source files at start-up (default); 'tfds': read the ArrayRecord files
+  # written once by `python -m posemachine.data.prepare` (data/tfds_data.py).
+  c.data.format = "memory"
+  c.data.prepared_dir = ""      # 'tfds': where prepared datasets live; '' = <data.dir>/prepared.
+  c.data.shard_by_process = True  # 'tfds', several processes: each reads its own train shard.
   # Semi-/self-supervised training: the fraction of training subjects (or sequences) whose
   # 3D labels are used; the rest train through the 2D terms only. 0 = no 3D labels at all.
   c.data.labelled_fraction = 1.0
@@ -124,6 +132,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.b2 = 0.999
   c.train.clip_norm = 5.0
   c.train.augment_noise_px = 0.0  # extra Gaussian 2D noise per step (pixels at w=1000).
+  c.train.augment_flip = False    # mirror each window left/right with probability 1/2.
   c.train.log_every = 100
   c.train.eval_every = 1000       # validation + checkpoint interval.
   c.train.checkpoint_keep = 3     # keep the last N checkpoints plus the best by val MPJPE.
@@ -211,6 +220,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "train.schedule": (t.schedule, ("cosine", "constant")),
              "train.nonfinite": (t.nonfinite, ("stop", "skip")),
              "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
+             "data.format": (d.format, ("memory", "tfds")),
              "refine.projection": (config.refine.projection, ("learned", "weak_perspective")),
              "model.input": (m.input, ("keypoints", "images"))}
   for name, (val, ok) in choices.items():

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from posemachine import checkpoints, config_defaults, distributed, errors, evaluate, losses
 from posemachine import metric_writers
-from posemachine.data import labels, pipeline
+from posemachine.data import device_sampler, labels, pipeline
 from posemachine.models import machine
 
 
@@ -164,6 +164,24 @@ def _replicated_params(params, mesh):
   return params if mesh.shape["model"] == 1 else _replicator(mesh)(params)
 
 
+def _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding):
+  """(state, step) -> (state, metrics): the batch sampled on the devices inside the step
+  (data.device_sampling) or on the host and fed per step (also when each process holds
+  only its own shard of the training set: data.format='tfds' with several processes)."""
+  if config.data.device_sampling and not pipeline.process_sharded(config):
+    t0 = time.time()
+    data = device_sampler.to_device(train_seqs, mesh)
+    logging.info("Training set on the devices: %.1f MB per device (%.1f s); windows are "
+                 "sampled inside the step.", device_sampler.nbytes(train_seqs) / 1e6,
+                 time.time() - t0)
+    fn = functools.partial(train_step, model=model, tx=tx, loss_config=config.loss)
+    sampled = device_sampler.make_train_step(fn, config, mesh, state_sharding)
+    return lambda state, step: sampled(state, data)
+  step_fn = make_train_step(model, tx, config.loss, mesh, state_sharding)
+  return lambda state, step: step_fn(state, shard_batch(pipeline.train_batch(
+      train_seqs, config, step, jax.process_count(), jax.process_index()), mesh))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
@@ -211,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Resumed from checkpoint step %d.", int(state.step))
   start = int(state.step)
 
-  step_fn = make_train_step(model, tx, config.loss, mesh, state_sharding)
+  run_step = _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding)
   eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh))
   writer = metric_writers.MetricWriter(workdir, enabled=is_main)
   progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
@@ -221,9 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   skipped_total = 0
   preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
   for step in range(start + 1, t.num_steps + 1):
-    batch = pipeline.train_batch(train_seqs, config, step, jax.process_count(),
-                                 jax.process_index())
-    state, m = step_fn(state, shard_batch(batch, mesh))
+    state, m = run_step(state, step)
     pending.append((step, m))
     is_eval = step % t.eval_every == 0 or step == t.num_steps
     if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.

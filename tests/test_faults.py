@@ -71,6 +71,7 @@ def test_step_skips_nonfinite_update_and_flags_groups():
 def test_nonfinite_skip_counts_and_keeps_params_finite(tmp_path, monkeypatch):
   _poisoned_batches(monkeypatch, {2, 5}, np.nan)
   config = tiny_config_lib.get_config(nonfinite="skip")
+  config.data.device_sampling = False  # the poison goes into the host pipeline's batches.
   results = train.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(results["overall"]["mpjpe"])
   lines = _train_lines(str(tmp_path))
@@ -88,6 +89,7 @@ def test_nonfinite_skip_counts_and_keeps_params_finite(tmp_path, monkeypatch):
 def test_nonfinite_stop_names_step_and_tensor(tmp_path, monkeypatch):
   _poisoned_batches(monkeypatch, {3}, np.inf)
   config = tiny_config_lib.get_config()  # nonfinite='stop' is the default.
+  config.data.device_sampling = False  # the poison goes into the host pipeline's batches.
   assert config.train.nonfinite == "stop"
   with pytest.raises(errors.NonFiniteError,
                      match=r"(?s)at training step 3: the loss \(.*gradients of param "

@@ -45,11 +45,10 @@ def reference_run(config, mesh):
   init = lambda: train.init_state(model, tx, jax.random.key(config.seed), 17, config.data.window)
   sharding = distributed.state_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=sharding)()
-  step_fn = train.make_train_step(model, tx, config.loss, mesh, sharding)
+  run_step = train._make_step_runner(config, seqs, model, tx, mesh, sharding)  # pylint: disable=protected-access
   losses_by_step = {}
   for step in range(1, config.train.num_steps + 1):
-    batch = pipeline.train_batch(seqs, config, step)
-    state, m = step_fn(state, train.shard_batch(batch, mesh))
+    state, m = run_step(state, step)
     losses_by_step[step] = float(m["loss"])
   return jax.device_get(state), losses_by_step
 

@@ -4,22 +4,40 @@
 `train_batch(seqs, config, step)` draws the global batch of a step from a NumPy RNG seeded
 by (seed, step): the data order depends only on the seed and step, so a resumed run sees
 exactly the batches it would have seen, and each process can cut its own shard from it.
+With data.format='tfds' and several processes each process holds only its own shard of the
+training sequences (data/tfds_data.py) and draws its rows from (seed, step, process index).
+The default trainer samples on the device instead (data/device_sampler.py); this host
+sampler is its reference and the fallback (data.device_sampling=False).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from posemachine.data import augment
 from posemachine.data import sequences as seq_lib
 from posemachine.data.sequences import DataError
 
 
-def load_split(config, split: str) -> seq_lib.Sequences:
-  """Loads one split of `config.data.source` and validates it."""
+def process_sharded(config) -> bool:
+  """True when this process holds only its own shard of the training sequences."""
+  if config.data.format != "tfds" or not config.data.shard_by_process:
+    return False
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count() > 1
+
+
+def load_split(config, split: str, fmt: str | None = None) -> seq_lib.Sequences:
+  """Loads one split of `config.data.source` and validates it. fmt: 'memory' | 'tfds'
+  (default config.data.format); 'tfds' train: this process's shard (see process_sharded)."""
   d = config.data
   if split not in ("train", "val", "test"):
     raise DataError(f"Unknown split {split!r}; expected 'train', 'val' or 'test'.")
-  if d.source == "synthetic":
+  if (fmt or d.format) == "tfds":
+    from posemachine.data import tfds_data  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    seqs = tfds_data.load_split(config, split, jax.process_index(), jax.process_count())
+  elif d.source == "synthetic":
     from posemachine.data import synthetic  # pylint: disable=g-import-not-at-top
     seqs = synthetic.generate(d.synthetic, split)
   elif d.source == "h36m":
@@ -45,12 +63,19 @@ def train_batch(seqs: seq_lib.Sequences, config, step: int, num_processes: int =
   has_3d (b,), with b = batch_size / num_processes.
   """
   t = config.train
-  rng = np.random.default_rng([config.seed, step])
-  batch = seq_lib.sample_train_batch(seqs, rng, t.batch_size, config.data.window)
+  per = t.batch_size // num_processes
+  if num_processes > 1 and process_sharded(config):
+    # seqs is this process's shard: it draws its own rows (from (seed, step, process)).
+    rng = np.random.default_rng([config.seed, step, process_index])
+    rows, sl = per, slice(None)
+  else:
+    rng = np.random.default_rng([config.seed, step])
+    rows, sl = t.batch_size, slice(process_index * per, (process_index + 1) * per)
+  batch = seq_lib.sample_train_batch(seqs, rng, rows, config.data.window)
   if t.augment_noise_px > 0:
     # Fresh detector-like noise each step; pixels at w = 1000 -> normalised units.
     noise = rng.normal(size=batch["pose_2d"].shape).astype(np.float32)
     batch["pose_2d"] = batch["pose_2d"] + noise * (2.0 * t.augment_noise_px / 1000.0)
-  per = t.batch_size // num_processes
-  sl = slice(process_index * per, (process_index + 1) * per)
+  if t.augment_flip:  # drawn after the noise: runs without flips keep their batches.
+    batch = augment.flip_windows(batch, rng.random(rows) < 0.5, xp=np)
   return {k: v[sl] for k, v in batch.items()}
