@@ -5,6 +5,11 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI's persistent compilation cache (compile_cache.py): one fresh folder per test
+# session, shared by the subprocesses, never the user's ~/.cache.
+import tempfile  # pylint: disable=g-import-not-at-top
+os.environ.setdefault("POSEMACHINE_COMPILATION_CACHE",
+                      tempfile.mkdtemp(prefix="posemachine-test-jax-cache-"))
 
 import jax  # pylint: disable=g-import-not-at-top
 
