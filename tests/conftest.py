@@ -7,9 +7,13 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The CLI's persistent compilation cache (compile_cache.py): one fresh folder per test
 # session, shared by the subprocesses, never the user's ~/.cache.
+import atexit  # pylint: disable=g-import-not-at-top
+import shutil  # pylint: disable=g-import-not-at-top
 import tempfile  # pylint: disable=g-import-not-at-top
-os.environ.setdefault("POSEMACHINE_COMPILATION_CACHE",
-                      tempfile.mkdtemp(prefix="posemachine-test-jax-cache-"))
+if "POSEMACHINE_COMPILATION_CACHE" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="posemachine-test-jax-cache-")
+  os.environ["POSEMACHINE_COMPILATION_CACHE"] = _cache
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import jax  # pylint: disable=g-import-not-at-top
 
