@@ -22,15 +22,15 @@ def get_config():
   e.stages, e.stage_channels, e.stem_channels = 2, 32, 32
   s = config.data.synthetic
   s.sequences_per_action, s.cameras_per_sequence, s.frames_per_sequence = 3, 3, 120
-  s.num_subjects.val, s.num_subjects.test = 1, 3
+  s.num_subjects.val, s.num_subjects.test = 1, 2
   config.data.window = 8
   config.loss.distance = "euclidean"
-  config.render.size = 64
+  config.render.size = 80             # 20 x 20 heatmaps (two 2x2 pools).
   st = config.stages
   st.encoder.steps, st.encoder.learning_rate, st.encoder.batch_size = 1500, 2e-3, 16
-  st.transformer.steps, st.transformer.learning_rate = 1500, 2e-3
-  st.projector.steps, st.projector.learning_rate = 300, 1e-3
-  st.end_to_end.steps, st.end_to_end.learning_rate = 500, 2e-4
+  st.transformer.steps, st.transformer.learning_rate = 2000, 2e-3
+  st.projector.steps, st.projector.learning_rate = 200, 1e-3
+  st.end_to_end.steps, st.end_to_end.learning_rate = 300, 2e-4
   for name in ("transformer", "projector", "end_to_end", "joint_masking"):
     st[name].batch_size, st[name].window = 8, 8
   config.train.log_every = 50

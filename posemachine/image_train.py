@@ -57,6 +57,10 @@ def stage_plan(config) -> list[tuple[str, int, int]]:
     if n > 0:
       plan.append((name, end + 1, end + n))
       end += n
+  unknown = [n for n in config.stages.eval_after.split(",") if n and n not in STAGES]
+  if unknown:
+    raise errors.ConfigError(f"stages.eval_after names unknown stage(s) {unknown}; expected "
+                             f"names from {list(STAGES)}.")
   if not plan:
     raise errors.ConfigError("model.input='images' needs at least one training stage: set "
                              "config.stages.<stage>.steps > 0 for one of " + ", ".join(STAGES))
@@ -403,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Writes the same files as train.train_and_evaluate plus image_predictions.png, and
   eval.json's 'per_stage' (test metrics after each of stages 2-5 when
-  stages.eval_after_each).
+  the stages named in stages.eval_after).
   """
   config_defaults.validate(config)
   plan = stage_plan(config)
@@ -506,7 +510,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         "%d. Rerun the same command to resume.", step, total, step)
         return {"preempted_at_step": step}
     batches.close()
-    if (config.stages.eval_after_each and name != "encoder" and name not in stage_results
+    if (name in config.stages.eval_after.split(",") and name not in stage_results
         and i < len(plan) - 1):
       res = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
                            split=config.eval.split, eval_step=test_step)
