@@ -500,15 +500,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
       if step < total and preemption.should_stop(step):
         batches.close()
-        if manager.latest_step() != step:
-          checkpoints.save(manager, step, state)
-        checkpoints.wait(manager)
-        writer.close()
-        manager.close()
-        preemption.close()
-        logging.warning("Preempted (SIGTERM): stopped after step %d of %d and saved checkpoint "
-                        "%d. Rerun the same command to resume.", step, total, step)
-        return {"preempted_at_step": step}
+        return train.stop_preempted(manager, writer, preemption, step, total, state)
     batches.close()
     if (name in config.stages.eval_after.split(",") and name not in stage_results
         and i < len(plan) - 1):

@@ -182,6 +182,19 @@ def _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding):
       train_seqs, config, step, jax.process_count(), jax.process_index()), mesh))
 
 
+def stop_preempted(manager, writer, preemption, step: int, total: int, state) -> dict:
+  """After a SIGTERM: saves `step` (unless saved), waits, closes, and says how to resume."""
+  if manager.latest_step() != step:
+    checkpoints.save(manager, step, state)
+  checkpoints.wait(manager)
+  writer.close()
+  manager.close()
+  preemption.close()
+  logging.warning("Preempted (SIGTERM): stopped after step %d of %d and saved checkpoint %d in "
+                  "%s. Rerun the same command to resume.", step, total, step, manager.directory)
+  return {"preempted_at_step": step}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from the latest checkpoint in workdir), then evaluates.
 
@@ -269,16 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
     # Every process asks at every step (with several, they agree on the step to stop at).
     if step < t.num_steps and preemption.should_stop(step):
-      if manager.latest_step() != step:
-        checkpoints.save(manager, step, state)
-      checkpoints.wait(manager)
-      writer.close()
-      manager.close()
-      preemption.close()
-      logging.warning("Preempted (SIGTERM): stopped after step %d of %d and saved checkpoint "
-                      "%d in %s. Rerun the same command to resume.", step, t.num_steps, step,
-                      manager.directory)
-      return {"preempted_at_step": step}
+      return stop_preempted(manager, writer, preemption, step, t.num_steps, state)
   preemption.close()
   progress.done()
   checkpoints.wait(manager)
