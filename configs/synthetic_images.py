@@ -28,9 +28,9 @@ def get_config():
   config.render.size = 80             # 20 x 20 heatmaps (two 2x2 pools).
   st = config.stages
   st.encoder.steps, st.encoder.learning_rate, st.encoder.batch_size = 1500, 2e-3, 16
-  st.transformer.steps, st.transformer.learning_rate = 2000, 2e-3
+  st.transformer.steps, st.transformer.learning_rate = 3500, 2e-3
   st.projector.steps, st.projector.learning_rate = 200, 1e-3
-  st.end_to_end.steps, st.end_to_end.learning_rate = 300, 2e-4
+  st.end_to_end.steps, st.end_to_end.learning_rate = 200, 2e-4
   for name in ("transformer", "projector", "end_to_end", "joint_masking"):
     st[name].batch_size, st[name].window = 8, 8
   config.train.log_every = 50
