@@ -2,7 +2,7 @@
 
 The first run compiles and writes the XLA executables under the cache directory; later
 runs with the same program, shapes, JAX version and device load them instead of compiling
-(the default train step here: about 3-6 s cold, well under 1 s warm; see README,
+(the default train step here: about 6-10 s cold, about 1 s warm; see README,
 "Performance"). Default location: $POSEMACHINE_COMPILATION_CACHE, else
 ~/.cache/posemachine/jax_compilation_cache. `python -m posemachine.main
 --compilation_cache=` (empty) turns it off. Safe to delete at any time.
