@@ -32,7 +32,7 @@ VERSION = "1.0.0"
 SPLITS = ("train", "val", "test")
 # Per-frame extra fields each source produces: name -> per-frame shape (K = num_joints).
 EXTRAS = {
-    "h36m": {"root_3d": (3,)},
+    "h36m": {"root_3d": (3,), "frame_index": ()},  # frame_index: data/h36m_frames.py
     "humaneva": {"root_3d": (3,)},
     "mocap": {"pose_2d_clean": ("K", 2), "root_3d": (3,), "pose_world": ("K", 3)},
 }
