@@ -60,6 +60,7 @@ def init_state(model: nn.Module, tx, rng, num_joints: int, window: int) -> Train
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+MAX_IN_FLIGHT = 4  # training steps dispatched ahead of the device at most.
 # Step metrics that are flags, summed (not averaged) over a log interval.
 SKIPPED = "skipped"
 _GRAD_FLAGS = "_nonfinite_grads"  # per top-level param group; not written.
@@ -254,6 +255,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for step in range(start + 1, t.num_steps + 1):
     state, m = run_step(state, step)
     pending.append((step, m))
+    if len(pending) > MAX_IN_FLIGHT:
+      # Bound the steps queued ahead of the device: waits on an older step only (the device
+      # stays busy). Unbounded queues of device-sampled steps (no host work between them)
+      # deadlocked XLA's CPU all-reduce rendezvous with several (fake) CPU devices.
+      jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1][1]["loss"])
     is_eval = step % t.eval_every == 0 or step == t.num_steps
     if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.
       check_nonfinite(jax.device_get(pending), group_names)
