@@ -3,9 +3,11 @@
 python -m posemachine.bench_refine [--samples=4096] [--hidden=256] [--window=16] [--chunk=0]
 
 Both sides run the same correction (refine.refine_sample's math: frozen projection half,
-Adam on a fresh copy of the regression half, `steps` steps; the rules are disabled so both
-do every step). The baseline is the reference's procedure: for each sample, reset the
-weights, then one jitted gradient + Adam step per Python iteration. A second baseline runs
+Adam on a fresh copy of the regression half, `steps` steps; the rules' thresholds are set so
+that both do every step). The baseline is the reference's procedure: for each sample, reset the
+weights, then one jitted gradient + Adam step per Python iteration, with the convergence
+rule checked on the host after each step and the discard rule at the end (as a Python loop
+must; thresholds set so that no sample stops early or is discarded). A second baseline runs
 the whole single-sample correction as one jitted call per sample. Warm-up is excluded;
 each figure is the median of --repeats runs. Prints the device, versions and shapes.
 """
@@ -87,14 +89,34 @@ def main(argv):
   norm2d = jax.jit(losses.normalize_2d)
   m_loop = FLAGS.loop_samples or n
 
+  torso = jnp.asarray(refine.torso_joints(K))
+
+  @jax.jit
+  def moved_mm(a, b, m):  # mean joint displacement over real frames (the convergence rule).
+    return (jnp.linalg.norm(a - b, axis=-1).mean(-1) * m).sum() / jnp.maximum(m.sum(), 1) * 1e3
+
+  @jax.jit
+  def torso_mm(a, b, m):  # largest torso-joint displacement (the discard rule).
+    return (jnp.linalg.norm(a[:, torso] - b[:, torso], axis=-1).max(-1) * m).max() * 1e3
+
   def reference_loop():
+    # As the reference does it: per sample, fresh weights and Adam state, one step per
+    # Python iteration, the convergence rule read on the host after every step and the
+    # discard rule at the end (thresholds set so that every step runs, like the batched side).
     out = []
     for i in range(m_loop):
       reg, opt_state = pp["regression"], tx.init(pp["regression"])  # fresh weights
       target = norm2d(pose_2d[i])
+      pose0 = pose = final_pose(reg, inter[i])
       for _ in range(r.steps):
         reg, opt_state = one_step(reg, opt_state, inter[i], target, mask[i])
-      out.append(final_pose(reg, inter[i]))
+        new_pose = final_pose(reg, inter[i])
+        if float(moved_mm(new_pose, pose, mask[i])) < r.converge_mm:
+          break
+        pose = new_pose
+      if float(torso_mm(pose, pose0, mask[i])) > r.discard_mm:
+        pose = pose0
+      out.append(pose)
     return out[-1]
 
   single = jax.jit(functools.partial(refine.refine_sample, model_config=config.model,

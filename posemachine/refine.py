@@ -33,13 +33,12 @@ def torso_joints(num_joints: int) -> tuple[int, ...]:
   return tuple(names.index(n) for n in TORSO_JOINT_NAMES)
 
 
-def objective(reg_params, proj_params, regression, projection, inter, target_2d, mask,
-              w_2d=1.0, w_bone_2d=1.0, weak_perspective=False):
-  """2D consistency of one sample's corrected pose. inter (T, K, 3) m, target_2d (T, K, 2)
-  already normalised (losses.normalize_2d), mask (T,). The 2D projection is the frozen
-  learned projection half, or with `weak_perspective` the pose's own normalised (X, Y).
+def pose_objective(pose, proj_params, projection, target_2d, mask, w_2d=1.0, w_bone_2d=1.0,
+                   weak_perspective=False):
+  """2D consistency of one sample's 3D pose (T, K, 3) m with target_2d (T, K, 2), already
+  normalised (losses.normalize_2d); mask (T,). The 2D projection is the frozen learned
+  projection half, or with `weak_perspective` the pose's own normalised (X, Y).
   Returns a scalar."""
-  pose = regression.apply({"params": reg_params}, inter)
   if weak_perspective:
     proj = losses.normalize_2d(pose[..., :2])
   else:
@@ -47,6 +46,14 @@ def objective(reg_params, proj_params, regression, projection, inter, target_2d,
   w = mask[None]
   return (w_2d * losses.pose_error(proj[None], target_2d[None], w)
           + w_bone_2d * losses.bone_error(proj[None], target_2d[None], w))
+
+
+def objective(reg_params, proj_params, regression, projection, inter, target_2d, mask,
+              w_2d=1.0, w_bone_2d=1.0, weak_perspective=False):
+  """pose_objective of the pose that the regression half `reg_params` makes of `inter`."""
+  pose = regression.apply({"params": reg_params}, inter)
+  return pose_objective(pose, proj_params, projection, target_2d, mask, w_2d, w_bone_2d,
+                        weak_perspective)
 
 
 def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refine_config,
@@ -67,38 +74,44 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
   projection = projector_lib.Projection(num_joints, m.projector_hidden)
   proj_params = jax.lax.stop_gradient(projector_params["projection"])
   target = losses.normalize_2d(pose_2d)
-  obj = functools.partial(objective, proj_params=proj_params, regression=regression,
-                          projection=projection, inter=inter, target_2d=target, mask=mask,
-                          w_2d=r.w_2d, w_bone_2d=r.w_bone_2d,
-                          weak_perspective=r.projection == "weak_perspective")
+  obj_kw = dict(proj_params=proj_params, projection=projection, target_2d=target, mask=mask,
+                w_2d=r.w_2d, w_bone_2d=r.w_bone_2d,
+                weak_perspective=r.projection == "weak_perspective")
+  obj = functools.partial(objective, regression=regression, inter=inter, **obj_kw)
   apply_reg = lambda p: regression.apply({"params": p}, inter)
   tx = optax.adam(r.learning_rate)
   p0 = projector_params["regression"]
   pose0 = apply_reg(p0)
   denom = jnp.maximum(mask.sum(), 1.0)
 
+  # Once a sample has converged only its pose is frozen: its weights and optimiser state go
+  # on changing unused (cheaper than selecting between old and new copies of every
+  # per-sample weight each step; the result is the same).
   def body(_, carry):
     params, opt_state, pose, steps, done = carry
     grads = jax.grad(obj)(params)
-    updates, new_opt = tx.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    new_pose = apply_reg(new_params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    new_pose = apply_reg(params)
     moved_mm = (jnp.linalg.norm(new_pose - pose, axis=-1).mean(-1) * mask).sum() / denom * 1000
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(done, b, a), new, old)
-    params, opt_state, pose_out = keep((new_params, new_opt, new_pose), (params, opt_state, pose))
+    pose = jnp.where(done, pose, new_pose)
     steps = steps + jnp.where(done, 0, 1)
     done = done | (moved_mm < r.converge_mm)
-    return params, opt_state, pose_out, steps, done
+    return params, opt_state, pose, steps, done
 
-  init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
-  params, _, pose, steps, _ = jax.lax.fori_loop(0, r.steps, body, init)
+  carry = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
+  if r.steps > 0:
+    # The first step outside the loop: under vmap its inputs are still the shared weights,
+    # so no per-sample copy of them is made before the update.
+    carry = jax.lax.fori_loop(1, r.steps, body, body(0, carry))
+  _, _, pose, steps, _ = carry
   torso = jnp.asarray(torso_joints(num_joints))
   torso_move = jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1)
   discarded = (torso_move * mask).max() * 1000 > r.discard_mm
   final = jnp.where(discarded, pose0, pose)
-  before = obj(p0)
-  return {"pose_3d": final, "pose_3d_before": pose0, "objective_before": before,
-          "objective_after": jnp.where(discarded, before, obj(params)),
+  return {"pose_3d": final, "pose_3d_before": pose0,
+          "objective_before": pose_objective(pose0, **obj_kw),
+          "objective_after": pose_objective(final, **obj_kw),
           "steps": steps, "discarded": discarded}
 
 
