@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.labelled_fraction = 1.0
   c.data.labelled_by = "subject"  # 'subject' | 'sequence'
   c.data.use_unlabelled = True    # False: drop the unlabelled part (supervised-only baseline).
+  # Share of each training batch's windows drawn from 3D-labelled sequences when both kinds
+  # are present (semi-supervised batches, as VideoPose3D); < 0: in proportion to frames.
+  c.data.labelled_share = -1.0
   c.data.synthetic = ml_collections.ConfigDict(dict(
       seed=0,
       num_subjects=ml_collections.ConfigDict(dict(train=8, val=2, test=3)),
@@ -180,6 +183,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 2D model of the objective: the frozen learned projection half (the paper), or the
   # analytic weak-perspective projection of the corrected pose ('weak_perspective').
   c.refine.projection = "learned"
+  # The 2D pose the correction fits: 'observed' (the input 2D, the paper), 'smoothed' (the
+  # input 2D averaged over refine.smooth_frames frames, masked), or 'ground_truth' (the
+  # clean 2D of synthetic data: an oracle for analysis; refine_study.py).
+  c.refine.target = "observed"
+  c.refine.smooth_frames = 5
 
   # Device mesh ('data', 'model'): the batch is split over 'data' (all devices / model); the
   # wide layers over 'model' (rules: distributed.PARAM_RULES). 1: pure data parallelism.
@@ -224,6 +232,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
              "data.labelled_by": (d.labelled_by, ("subject", "sequence")),
              "data.format": (d.format, ("memory", "tfds")),
              "refine.projection": (config.refine.projection, ("learned", "weak_perspective")),
+             "refine.target": (config.refine.target, ("observed", "smoothed", "ground_truth")),
              "model.input": (m.input, ("keypoints", "images"))}
   for name, (val, ok) in choices.items():
     if val not in ok:
@@ -231,6 +240,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= d.labelled_fraction <= 1.0:
     raise ConfigError(f"Config key 'data.labelled_fraction' = {d.labelled_fraction}; "
                       "expected a value in [0, 1].")
+  if d.labelled_share > 1.0:
+    raise ConfigError(f"Config key 'data.labelled_share' = {d.labelled_share}; expected a "
+                      "value in [0, 1], or < 0 for windows in proportion to frames.")
+  if d.labelled_share >= 0 and d.format != "memory":
+    raise ConfigError("Config key 'data.labelled_share' needs data.format='memory' (the "
+                      f"'{d.format}' reader draws windows in proportion to frames).")
   for name, val in {"model.hidden": m.hidden, "model.lstm_layers": m.lstm_layers,
                     "model.projector_hidden": m.projector_hidden, "data.window": d.window,
                     "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from posemachine import faultpoints, io_utils, losses, metrics, skeleton, tables
+from posemachine import faultpoints, io_utils, losses, metrics, refine, skeleton, tables
 from posemachine.data import sequences as seq_lib
 
 METRIC_NAMES = ("mpjpe", "pa_mpjpe", "n_mpjpe", "mpjve", "proj_2d")
@@ -59,7 +59,6 @@ def make_eval_step(model, mesh, refine_config=None):
   replicated = NamedSharding(mesh, P())
   refine_fn = None
   if refine_config is not None and refine_config.enabled:
-    from posemachine import refine  # pylint: disable=g-import-not-at-top
     refine_fn = refine.make_refine(_model_config(model), refine_config, model.num_joints)
 
   def step(params, batch):
@@ -69,8 +68,8 @@ def make_eval_step(model, mesh, refine_config=None):
                   batch["mask"])
     if refine_fn is None:
       return out["pose_3d"], errs
-    ref = refine_fn(params["projector"], out["pose_3d_intermediate"], batch["pose_2d"],
-                    batch["mask"])
+    ref = refine_fn(params["projector"], out["pose_3d_intermediate"],
+                    refine.target_2d(refine_config, batch), batch["mask"])
     proj = model.apply({"params": params}, ref["pose_3d"],
                        method=lambda m, x: m.projector.projection(x))
     refined = errors(ref["pose_3d"], batch["pose_3d"], proj, batch["pose_2d"], batch["mask"])

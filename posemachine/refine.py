@@ -21,11 +21,45 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from posemachine import losses, skeleton
+from posemachine import errors, losses, skeleton
 from posemachine.models import projector as projector_lib
 
 # Joints whose movement the discard rule limits: pelvis, both hips, both shoulders.
 TORSO_JOINT_NAMES = ("pelvis", "left_hip", "right_hip", "left_shoulder", "right_shoulder")
+
+
+def smooth_2d(pose_2d, mask, frames: int):
+  """Masked centred moving average over time: pose_2d (B, T, K, 2), mask (B, T), an odd
+  window of `frames` (1: unchanged). Padded frames neither contribute nor change."""
+  h = frames // 2
+  if h <= 0:
+    return pose_2d
+  m = mask[..., None, None]
+  pad = lambda a: jnp.pad(a, [(0, 0), (h + 1, h)] + [(0, 0)] * (a.ndim - 2))
+  cs, cm = jnp.cumsum(pad(pose_2d * m), axis=1), jnp.cumsum(pad(m), axis=1)
+  t = pose_2d.shape[1]
+  total = cs[:, 2 * h + 1:2 * h + 1 + t] - cs[:, :t]
+  count = cm[:, 2 * h + 1:2 * h + 1 + t] - cm[:, :t]
+  return jnp.where(m > 0, total / jnp.maximum(count, 1.0), pose_2d)
+
+
+def target_2d(refine_config, batch):
+  """The 2D pose (B, T, K, 2) the correction fits, by refine_config.target (see config)."""
+  target = refine_config.target
+  if target == "ground_truth":
+    return batch["pose_2d_target"]
+  if target == "smoothed":
+    return smooth_2d(batch["pose_2d"], batch["mask"], refine_config.smooth_frames)
+  return batch["pose_2d"]
+
+
+def check_target(refine_config, seqs) -> None:
+  """ConfigError if the correction is to fit ground-truth 2D that `seqs` does not have."""
+  if (refine_config.enabled and refine_config.target == "ground_truth"
+      and "pose_2d_clean" not in seqs.extras):
+    raise errors.ConfigError(
+        f"refine.target='ground_truth' needs the clean 2D of synthetic data; {seqs.source} "
+        "has only the observed 2D. Use refine.target='observed' or 'smoothed'.")
 
 
 def torso_joints(num_joints: int) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from posemachine import checkpoints, config_defaults, distributed, errors, evaluate, losses
 from posemachine import metric_writers
+from posemachine import refine as refine_lib
 from posemachine.data import device_sampler, labels, pipeline
 from posemachine.models import machine
 
@@ -300,6 +301,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return results
 
 
+def load_state(config, workdir, mesh):
+  """The latest checkpoint of workdir (replicated over mesh) and its manager (close it).
+  Raises PoseMachineError when there is none."""
+  model = machine.from_config(config.model, config.data.num_joints)
+  checkpoints.check_workdir_config(workdir, config)
+  manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
+  tx = make_optimizer(config.train)
+  abstract = jax.eval_shape(functools.partial(
+      init_state, model, tx, num_joints=config.data.num_joints, window=config.data.window),
+      jax.random.key(0))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P())),
+      abstract)
+  state = checkpoints.restore(manager, abstract)
+  if state is None:
+    manager.close()
+    raise errors.PoseMachineError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
+                                  "train first (--mode=train).")
+  return state, manager
+
+
 def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None,
                      out_dir=None):
   """Evaluates the latest checkpoint in workdir on config.eval.split.
@@ -315,21 +337,10 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
   model = machine.from_config(config.model, config.data.num_joints)
   own_manager = manager is None
   if state is None:
-    checkpoints.check_workdir_config(workdir, config)
-    manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
-    tx = make_optimizer(config.train)
-    abstract = jax.eval_shape(functools.partial(
-        init_state, model, tx, num_joints=config.data.num_joints, window=config.data.window),
-        jax.random.key(0))
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, P())),
-        abstract)
-    state = checkpoints.restore(manager, abstract)
-    if state is None:
-      raise errors.PoseMachineError(f"No checkpoint in {os.path.join(workdir, 'checkpoints')}; "
-                              "train first (--mode=train).")
+    state, manager = load_state(config, workdir, mesh)
   split = config.eval.split
   test_seqs = pipeline.load_split(config, split)
+  refine_lib.check_target(config.refine, test_seqs)
   if train_seqs is None:  # for the mean-pose baseline: the labelled training frames.
     train_seqs = labels.apply_labelled_fraction(
         pipeline.load_split(config, "train"), config.data.labelled_fraction,

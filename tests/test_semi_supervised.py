@@ -72,3 +72,54 @@ def test_weak_perspective_term_is_zero_for_a_consistent_view():
   _, terms = losses.total_loss({**outputs, "pose_3d": pose.at[..., 13, 0].add(0.2)}, batch,
                                config.loss)
   assert float(terms["2d_weak_perspective"]) > 1e-4
+
+
+def _mixed_sequences(lengths, labelled):
+  """Sequence i: n frames whose 3D is all i (so a row tells its sequence), has_3d given."""
+  items = [{"pose_3d": np.full((n, K, 3), i, np.float32), "pose_2d": np.zeros((n, K, 2)),
+            "confidence": np.ones((n, K)), "subject": f"s{i}", "action": "walk",
+            "camera": "0", "has_3d": lab} for i, (n, lab) in enumerate(zip(lengths, labelled))]
+  return Sequences.from_list(items, "unit-test")
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_labelled_share_stratifies_batches(on_device):
+  from posemachine.data import device_sampler, sequences  # pylint: disable=g-import-not-at-top
+  # 1 labelled sequence of 10 frames among 90 unlabelled frames: 10 % of the frames.
+  seqs = _mixed_sequences([10, 40, 50], [True, False, False])
+  batch, window = 200, 4
+
+  def draw(share, step):
+    if on_device:
+      from posemachine import train  # pylint: disable=g-import-not-at-top
+      data = device_sampler.to_device(seqs, train.create_mesh(1))
+      b = device_sampler.sample_batch(data, jax.random.key(step), batch, window,
+                                      labelled_share=share)
+      return {k: np.asarray(v) for k, v in b.items()}
+    return sequences.sample_train_batch(seqs, np.random.default_rng(step), batch, window,
+                                        share)
+  for step in range(3):
+    b = draw(0.5, step)
+    assert b["has_3d"].sum() == batch // 2
+    # Labelled rows come from the labelled sequence only (its 3D is all zeros).
+    np.testing.assert_array_equal(b["pose_3d"][b["has_3d"] > 0], 0.0)
+    assert (b["pose_3d"][b["has_3d"] == 0] > 0).all()
+  # In proportion to frames without it: about 10 % labelled.
+  share = np.mean([draw(-1.0, s)["has_3d"].mean() for s in range(5)])
+  assert 0.04 < share < 0.18
+  # All labelled: the share cannot apply, proportional draws.
+  full = _mixed_sequences([10, 40, 50], [True, True, True])
+  if not on_device:
+    b = sequences.sample_train_batch(full, np.random.default_rng(0), batch, window, 0.5)
+    assert b["has_3d"].all()
+
+
+def test_labelled_share_config_checks():
+  config = config_defaults.get_config()
+  config.data.labelled_share = 1.5
+  with pytest.raises(errors.ConfigError, match="labelled_share"):
+    config_defaults.validate(config)
+  config.data.labelled_share = 0.5
+  config.data.format = "tfds"
+  with pytest.raises(errors.ConfigError, match="labelled_share"):
+    config_defaults.validate(config)

@@ -13,7 +13,8 @@ distribution as the host sampler (data/sequences.sample_train_batch + pipeline.t
   sequences shorter than the window,
 - optional left/right flip (train.augment_flip, probability 1/2 per window),
 - optional Gaussian 2D noise (train.augment_noise_px, pixels at w = 1000),
-- has_3d per window from its sequence (labelled / 2D-only data).
+- has_3d per window from its sequence (labelled / 2D-only data); with
+  data.labelled_share >= 0 a fixed share of the windows from labelled sequences.
 
 The random values differ from the host sampler's (JAX's RNG, not NumPy's), so a run with
 device sampling sees other batches than one without; within one mode the batch of a step
@@ -88,15 +89,35 @@ def nbytes(seqs: Sequences) -> int:
   return sum(v.nbytes for v in host_arrays(seqs).values() if v is not None)
 
 
-def sample_windows(data: DeviceData, key, batch_size: int, window: int):
+def _frame_to_sequence(starts, lengths, weight, key, n):
+  """n sequence ids, each that of a uniform frame among the frames of sequences weighted 1
+  (weight (S,) 0/1); (S,) arrays."""
+  cum = jnp.cumsum(lengths * weight)
+  frame = jax.random.randint(key, (n,), 0, jnp.maximum(cum[-1], 1), jnp.int32)
+  return jnp.searchsorted(cum, frame, side="right").astype(jnp.int32)
+
+
+def sample_windows(data: DeviceData, key, batch_size: int, window: int,
+                   labelled_share: float = -1.0):
   """Random windows: (sequence ids (B,), start offsets (B,)) int32, drawn as the host does.
 
   The sequence of a uniform frame of the whole set (P(sequence) = length / total frames),
-  then a start uniform in [0, max(length - window, 0)].
+  then a start uniform in [0, max(length - window, 0)]. With labelled_share >= 0 the first
+  round(labelled_share * B) rows come from 3D-labelled sequences and the rest from 2D-only
+  ones (proportional over all sequences when a group is empty).
   """
   k_frame, k_offset = jax.random.split(key)
   frame = jax.random.randint(k_frame, (batch_size,), 0, data.num_frames, jnp.int32)
   seq = jnp.searchsorted(data.starts, frame, side="right").astype(jnp.int32) - 1
+  if labelled_share >= 0:
+    n_lab = int(round(labelled_share * batch_size))
+    lab = (data.has_3d > 0).astype(jnp.int32)
+    k_lab, k_unl = jax.random.split(jax.random.fold_in(k_frame, 1))
+    stratified = jnp.concatenate([
+        _frame_to_sequence(data.starts, data.lengths, lab, k_lab, n_lab),
+        _frame_to_sequence(data.starts, data.lengths, 1 - lab, k_unl, batch_size - n_lab)])
+    both = (lab.sum() > 0) & (lab.sum() < lab.shape[0])
+    seq = jnp.where(both, stratified, seq)
   max_start = jnp.maximum(data.lengths[seq] - window, 0)
   offset = jax.random.randint(k_offset, (batch_size,), 0, max_start + 1, jnp.int32)
   return seq, offset
@@ -118,12 +139,12 @@ def gather_windows(data: DeviceData, seq, offset, window: int) -> dict:
 
 
 def sample_batch(data: DeviceData, key, batch_size: int, window: int,
-                 noise_px: float = 0.0, flip: bool = False) -> dict:
+                 noise_px: float = 0.0, flip: bool = False, labelled_share: float = -1.0) -> dict:
   """The training batch for `key` (pure; jit it). Same keys and shapes as
   pipeline.train_batch: pose_2d (B, T, K, 2), confidence (B, T, K), pose_3d (B, T, K, 3),
   mask (B, T), has_3d (B,), pose_2d_target (B, T, K, 2), all float32."""
   k_windows, k_noise, k_flip = jax.random.split(key, 3)
-  seq, offset = sample_windows(data, k_windows, batch_size, window)
+  seq, offset = sample_windows(data, k_windows, batch_size, window, labelled_share)
   batch = gather_windows(data, seq, offset, window)
   if noise_px > 0:
     noise = jax.random.normal(k_noise, batch["pose_2d"].shape, jnp.float32)
@@ -139,12 +160,13 @@ def step_key(seed: int, step):
 
 
 def make_sampler(mesh: Mesh, seed: int, batch_size: int, window: int, noise_px: float = 0.0,
-                 flip: bool = False):
+                 flip: bool = False, labelled_share: float = -1.0):
   """Pure (DeviceData, step) -> the global batch of `step`, sharded over 'data'."""
   data_sharding = NamedSharding(mesh, P("data"))
 
   def sample(data, step):
-    batch = sample_batch(data, step_key(seed, step), batch_size, window, noise_px, flip)
+    batch = sample_batch(data, step_key(seed, step), batch_size, window, noise_px, flip,
+                         labelled_share)
     return jax.lax.with_sharding_constraint(batch, data_sharding)
   return sample
 
@@ -153,7 +175,7 @@ def config_sampler(config, mesh: Mesh):
   """make_sampler with the run's seed, batch size, window and augmentation."""
   t = config.train
   return make_sampler(mesh, config.seed, t.batch_size, config.data.window, t.augment_noise_px,
-                      t.augment_flip)
+                      t.augment_flip, config.data.labelled_share)
 
 
 def make_train_step(train_step_fn, config, mesh: Mesh, state_sharding=None):

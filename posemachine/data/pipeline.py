@@ -71,7 +71,8 @@ def train_batch(seqs: seq_lib.Sequences, config, step: int, num_processes: int =
   else:
     rng = np.random.default_rng([config.seed, step])
     rows, sl = t.batch_size, slice(process_index * per, (process_index + 1) * per)
-  batch = seq_lib.sample_train_batch(seqs, rng, rows, config.data.window)
+  batch = seq_lib.sample_train_batch(seqs, rng, rows, config.data.window,
+                                     config.data.labelled_share)
   if t.augment_noise_px > 0:
     # Fresh detector-like noise each step; pixels at w = 1000 -> normalised units.
     noise = rng.normal(size=batch["pose_2d"].shape).astype(np.float32)

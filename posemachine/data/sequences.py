@@ -167,17 +167,35 @@ def gather_windows(seqs: Sequences, idx, mask, seq_ids) -> dict:
   return batch
 
 
+def _draw_sequences(seqs: Sequences, rng: np.random.Generator, batch_size: int,
+                    labelled_share: float) -> np.ndarray:
+  """Sequence ids in proportion to length; with labelled_share >= 0, that share of the rows
+  (rounded) comes from sequences with 3D labels and the rest from 2D-only ones (each group
+  in proportion to length; proportional over all when a group is empty)."""
+  lengths = seqs.lengths.astype(np.float64)
+  labelled = np.asarray(seqs.has_3d, bool)
+  if labelled_share < 0 or labelled.all() or not labelled.any():
+    return rng.choice(seqs.num_sequences, size=batch_size, p=lengths / lengths.sum())
+  n_lab = int(round(labelled_share * batch_size))
+  ids = []
+  for group, n in ((labelled, n_lab), (~labelled, batch_size - n_lab)):
+    w = lengths * group
+    ids.append(rng.choice(seqs.num_sequences, size=n, p=w / w.sum()))
+  return np.concatenate(ids)
+
+
 def sample_train_batch(seqs: Sequences, rng: np.random.Generator, batch_size: int,
-                       window: int) -> dict:
+                       window: int, labelled_share: float = -1.0) -> dict:
   """Random windows: sequence drawn in proportion to its length, uniform start.
 
-  Sequences shorter than `window` are edge padded and masked.
+  Sequences shorter than `window` are edge padded and masked. labelled_share >= 0 draws
+  that share of the windows from 3D-labelled sequences (semi-supervised batches; see
+  `config.data.labelled_share`).
   Returns dict: pose_2d (B, T, K, 2), confidence (B, T, K), pose_3d (B, T, K, 3),
   mask (B, T), has_3d (B,), pose_2d_target (B, T, K, 2) (the ground-truth 2D where the
   source has it, else pose_2d), all float32.
   """
-  p = seqs.lengths / seqs.lengths.sum()
-  seq_ids = rng.choice(seqs.num_sequences, size=batch_size, p=p)
+  seq_ids = _draw_sequences(seqs, rng, batch_size, labelled_share)
   max_start = np.maximum(seqs.lengths[seq_ids] - window, 0)
   offsets = (rng.random(batch_size) * (max_start + 1)).astype(np.int64)
   idx, mask = window_indices(seqs.starts, seqs.lengths, seq_ids, offsets, window)
