@@ -52,8 +52,11 @@ def _lookup(config_dict: dict, dotted: str):
   return config_dict
 
 
-def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes workdir/config.json on first use; later refuses an incompatible config."""
+def check_workdir_config(workdir: str, config: ml_collections.ConfigDict,
+                         record: bool = True) -> None:
+  """Refuses a config incompatible with workdir/config.json; with `record` (training), then
+  writes this config there. Evaluation passes record=False: the file keeps recording the
+  training run, whatever config evaluates it."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
@@ -76,7 +79,7 @@ def check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> Non
           + "\n  ".join(diffs)
           + "\nUse a new --workdir, or the settings the workdir was trained with "
           f"(see {path}).")
-  if jax.process_index() == 0:
+  if record and jax.process_index() == 0:
     io_utils.atomic_write_json(path, current)
 
 

@@ -563,7 +563,7 @@ def evaluate_workdir(config, workdir, out_dir=None) -> dict:
   """Evaluates the latest checkpoint of an image-mode workdir on config.eval.split."""
   config_defaults.validate(config)
   plan = stage_plan(config)
-  checkpoints.check_workdir_config(workdir, config)
+  checkpoints.check_workdir_config(workdir, config, record=False)
   mesh = train.create_mesh(config.train.num_devices, config.mesh.model)
   model = image_machine.from_config(config.model, config.data.num_joints)
   manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)

@@ -38,7 +38,8 @@ config_flags.DEFINE_config_file("config", "configs/synthetic.py", "The run's con
 flags.DEFINE_string("workdir", None, "The trained run (its latest checkpoint is used).")
 flags.DEFINE_string("split", "val", "Split to evaluate (val to choose settings, test to report).")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/refine_study).")
-flags.DEFINE_list("settings", None, "Subset of settings (default: all that apply).")
+flags.DEFINE_list("settings", None, "Subset of settings (default: all that apply; 'none': "
+                  "only the uncorrected row).")
 flags.DEFINE_integer("max_windows", 0, "Evaluate at most this many windows (0: all).")
 flags.mark_flags_as_required(["workdir"])
 
@@ -127,6 +128,7 @@ def main(argv):
   manager.close()
   seqs = pipeline.load_split(config, FLAGS.split)
   names = FLAGS.settings or list(SETTINGS)
+  names = [n for n in names if n != "none"]  # --settings=none: the uncorrected row only.
   unknown = sorted(set(names) - set(SETTINGS))
   if unknown:
     raise app.UsageError(f"Unknown --settings {unknown}; expected some of {list(SETTINGS)}.")

@@ -305,7 +305,7 @@ def load_state(config, workdir, mesh):
   """The latest checkpoint of workdir (replicated over mesh) and its manager (close it).
   Raises PoseMachineError when there is none."""
   model = machine.from_config(config.model, config.data.num_joints)
-  checkpoints.check_workdir_config(workdir, config)
+  checkpoints.check_workdir_config(workdir, config, record=False)
   manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
   tx = make_optimizer(config.train)
   abstract = jax.eval_shape(functools.partial(

@@ -176,9 +176,12 @@ def test_refine_study_cli(tmp_path):
   base = [f"--config={tiny_config.PATH}", f"--workdir={run}"]
   subprocess.run([sys.executable, "-m", "posemachine.main", *base,
                   *tiny_config.overrides(num_steps=4)], check=True, capture_output=True)
+  recorded = (run / "config.json").read_text()
   subprocess.run([sys.executable, "-m", "posemachine.refine_study", *base,
                   "--settings=reference,oracle", "--split=val"], check=True,
                  capture_output=True)
+  # Evaluating with another (compatible) config leaves the training record alone.
+  assert (run / "config.json").read_text() == recorded
   res = json.loads((run / "refine_study" / "refine_study.json").read_text())
   assert [r["setting"] for r in res["rows"]] == ["none", "reference", "oracle"]
   for r in res["rows"]:
