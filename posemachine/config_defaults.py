@@ -123,6 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.w_2d_weak_perspective = 0.0
   c.loss.w_bone_length_prior = 0.0
   c.loss.w_symmetry = 0.0
+  # Cross-view consistency on synchronised calibrated views of the training motion (2D
+  # only, no 3D labels; data/views.py): lifts a second view of every window; 0 = off.
+  c.loss.w_multiview = 0.0
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 20_000
@@ -240,6 +243,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= d.labelled_fraction <= 1.0:
     raise ConfigError(f"Config key 'data.labelled_fraction' = {d.labelled_fraction}; "
                       "expected a value in [0, 1].")
+  if config.loss.w_multiview:
+    if d.format != "memory":
+      raise ConfigError("Config key 'loss.w_multiview' needs data.format='memory'.")
+    if t.augment_flip:
+      raise ConfigError("Config keys 'loss.w_multiview' and 'train.augment_flip' do not "
+                        "combine: a mirrored window has no mirrored second view.")
+    if m.input != "keypoints":
+      raise ConfigError("Config key 'loss.w_multiview' applies to model.input='keypoints'.")
   if d.labelled_share > 1.0:
     raise ConfigError(f"Config key 'data.labelled_share' = {d.labelled_share}; expected a "
                       "value in [0, 1], or < 0 for windows in proportion to frames.")

@@ -18,6 +18,10 @@ Priors for training without 3D labels (weights 0 unless set; all samples):
   bone_length_prior: squared deviation of 3D bone lengths from the mean Human3.6M
     lengths (skeleton.MEAN_BONE_LENGTHS), metres^2; fixes the scale that 2D cannot.
   symmetry: squared difference of left and right bone lengths, metres^2.
+
+With synchronised calibrated views (data/views.py; weight w_multiview, added in
+train.train_step, which lifts the second view too): multiview = the corrected pose rotated
+into the other camera against the pose lifted from that camera's 2D (metres).
 """
 
 from __future__ import annotations
@@ -85,6 +89,13 @@ def symmetry_prior(pose_3d, weight):
   right = jnp.asarray([child_to_bone[j] for j in layout.right])
   # LEFT and RIGHT list mirrored joints in the same order (hip, knee, ankle, shoulder, ...).
   return _masked_mean(((lengths[..., left] - lengths[..., right]) ** 2).mean(-1), weight)
+
+
+def multiview_error(pose_a, pose_b, rotation, weight, kind="squared"):
+  """Cross-view consistency: pose_a (B, T, K, 3) rotated into the partner camera
+  (pose_a @ rotation, rotation (B, 3, 3); data/views.py) against pose_b, the pose lifted
+  from the partner view; both root-relative metres. Masked mean, weight (B, T)."""
+  return pose_error(jnp.einsum("btkj,bji->btki", pose_a, rotation), pose_b, weight, kind)
 
 
 def total_loss(outputs, batch, loss_config):

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from posemachine import checkpoints, config_defaults, distributed, errors, evaluate, losses
 from posemachine import metric_writers
 from posemachine import refine as refine_lib
-from posemachine.data import device_sampler, labels, pipeline
+from posemachine.data import device_sampler, labels, pipeline, views
 from posemachine.models import machine
 
 
@@ -78,7 +78,15 @@ def train_step(state: TrainState, batch, *, model, tx, loss_config):
   """
   def loss_fn(params):
     out = model.apply({"params": params}, batch["pose_2d"], batch["confidence"], batch["mask"])
-    return losses.total_loss(out, batch, loss_config)
+    loss, terms = losses.total_loss(out, batch, loss_config)
+    if "view_pose_2d" in batch:  # the same windows seen by a second camera (data/views.py)
+      view = model.apply({"params": params}, batch["view_pose_2d"], batch["view_confidence"],
+                         batch["mask"])
+      terms["multiview"] = losses.multiview_error(
+          out["pose_3d"], view["pose_3d"], batch["view_rotation"], batch["mask"],
+          loss_config.distance)
+      loss = loss + loss_config.w_multiview * terms["multiview"]
+    return loss, terms
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   # Squared norm per top-level group: one reduction per leaf gives the global norm and,
   # for free, which groups hold a NaN/Inf (or overflow).
@@ -221,6 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.data.labelled_by, config.seed)
   if not config.data.use_unlabelled:
     train_seqs = train_seqs.select(train_seqs.has_3d)
+  if config.loss.w_multiview:
+    train_seqs = views.attach(train_seqs)
   val_seqs = pipeline.load_split(config, "val")
   logging.info("Data: %d train frames in %d sequences (%.0f%% with 3D labels), %d val frames "
                "(%.1f s).", train_seqs.num_frames, train_seqs.num_sequences,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from posemachine.data import augment
+from posemachine.data import augment, views
 from posemachine.data.sequences import DataError, Sequences
 
 
@@ -53,6 +53,8 @@ class DeviceData:
   starts: jax.Array
   lengths: jax.Array
   has_3d: jax.Array
+  view_partner_frame: jax.Array | None = None  # (N,) int32, multi-view (data/views.py)
+  view_rotation: jax.Array | None = None       # (N, 3, 3) float32
 
   @property
   def num_frames(self) -> int:
@@ -67,7 +69,10 @@ def host_arrays(seqs: Sequences) -> dict:
   return {"pose_2d": seqs.pose_2d, "pose_2d_target": seqs.extras.get("pose_2d_clean"),
           "pose_3d": seqs.pose_3d, "confidence": seqs.confidence,
           "starts": seqs.starts.astype(np.int32), "lengths": seqs.lengths.astype(np.int32),
-          "has_3d": seqs.has_3d.astype(np.float32)}
+          "has_3d": seqs.has_3d.astype(np.float32),
+          "view_partner_frame": (seqs.extras["view_partner_frame"].astype(np.int32)
+                                 if "view_partner_frame" in seqs.extras else None),
+          "view_rotation": seqs.extras.get("view_rotation")}
 
 
 def to_device(seqs: Sequences, mesh: Mesh) -> DeviceData:
@@ -135,6 +140,12 @@ def gather_windows(data: DeviceData, seq, offset, window: int) -> dict:
            "has_3d": data.has_3d[seq]}
   target = data.pose_2d_target
   batch["pose_2d_target"] = batch["pose_2d"] if target is None else take(target)
+  if data.view_partner_frame is not None:  # multi-view consistency (data/views.py)
+    arrays = {"pose_2d": data.pose_2d, "confidence": data.confidence,
+              "pose_3d": data.pose_3d, "view_partner_frame": data.view_partner_frame,
+              "view_rotation": data.view_rotation}
+    batch.update(views.partner_batch(arrays, idx,
+                                     lambda a, i: jnp.take(a, i, axis=0, mode="clip")))
   return batch
 
 
@@ -149,6 +160,9 @@ def sample_batch(data: DeviceData, key, batch_size: int, window: int,
   if noise_px > 0:
     noise = jax.random.normal(k_noise, batch["pose_2d"].shape, jnp.float32)
     batch["pose_2d"] = batch["pose_2d"] + noise * (2.0 * noise_px / 1000.0)
+    if "view_pose_2d" in batch:
+      noise = jax.random.normal(jax.random.fold_in(k_noise, 1), noise.shape, jnp.float32)
+      batch["view_pose_2d"] = batch["view_pose_2d"] + noise * (2.0 * noise_px / 1000.0)
   if flip:
     batch = augment.flip_windows(batch, jax.random.bernoulli(k_flip, 0.5, (batch_size,)))
   return batch

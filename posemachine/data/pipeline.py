@@ -75,8 +75,9 @@ def train_batch(seqs: seq_lib.Sequences, config, step: int, num_processes: int =
                                      config.data.labelled_share)
   if t.augment_noise_px > 0:
     # Fresh detector-like noise each step; pixels at w = 1000 -> normalised units.
-    noise = rng.normal(size=batch["pose_2d"].shape).astype(np.float32)
-    batch["pose_2d"] = batch["pose_2d"] + noise * (2.0 * t.augment_noise_px / 1000.0)
+    for k in ("pose_2d", "view_pose_2d") if "view_pose_2d" in batch else ("pose_2d",):
+      noise = rng.normal(size=batch[k].shape).astype(np.float32)
+      batch[k] = batch[k] + noise * (2.0 * t.augment_noise_px / 1000.0)
   if t.augment_flip:  # drawn after the noise: runs without flips keep their batches.
     batch = augment.flip_windows(batch, rng.random(rows) < 0.5, xp=np)
   return {k: v[sl] for k, v in batch.items()}

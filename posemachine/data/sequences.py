@@ -164,6 +164,11 @@ def gather_windows(seqs: Sequences, idx, mask, seq_ids) -> dict:
   # Ground-truth 2D where the source knows it (the projector's target on labelled data).
   clean = seqs.extras.get("pose_2d_clean")
   batch["pose_2d_target"] = clean[idx] if clean is not None else batch["pose_2d"]
+  if "view_partner_frame" in seqs.extras:  # multi-view consistency (data/views.py)
+    from posemachine.data import views  # pylint: disable=g-import-not-at-top
+    arrays = {"pose_2d": seqs.pose_2d, "confidence": seqs.confidence,
+              "pose_3d": seqs.pose_3d, **seqs.extras}
+    batch.update(views.partner_batch(arrays, idx, lambda a, i: a[i]))
   return batch
 
 

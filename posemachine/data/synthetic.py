@@ -691,13 +691,14 @@ def generate(config, split: str) -> Sequences:
     `Sequences` (source 'synthetic:<split>'): pose_3d (N, 17, 3) root-relative camera-frame
     metres, pose_2d (N, 17, 2) noisy normalised screen coordinates, confidence (N, 17),
     extras 'pose_2d_clean' (N, 17, 2), 'root_3d' (N, 3) camera-frame pelvis in metres,
-    'pose_world' (N, 17, 3) world joints in metres. One sequence per (subject, action,
+    'pose_world' (N, 17, 3) world joints in metres, 'view_group' (N,) and
+    'camera_rotation' (N, 3, 3) (the cameras of one motion share a group; data/views.py). One sequence per (subject, action,
     motion, camera); labels 'synth_<split>_<ii>', the action, '<camera id>#<k>'.
   """
   actions = _check_config(config, split)
   code = SPLITS.index(split)
   seed, num_frames, fps = int(config.seed), int(config.frames_per_sequence), float(config.fps)
-  labels, worlds, rots, centres, streams = [], [], [], [], []
+  labels, worlds, rots, centres, streams, groups = [], [], [], [], [], []
   for i in range(int(config.num_subjects[split])):
     body = sample_body(np.random.default_rng([seed, code, i]))
     for action in actions:
@@ -713,6 +714,7 @@ def generate(config, split: str) -> Sequences:
           rots.append(rot)
           centres.append(centre)
           streams.append([seed, code, i, 1 + a, j, 1 + c])
+          groups.append(len(set(groups)) - (c > 0))  # one id per (subject, action, motion)
   # All sequences at once: camera frame, then the shared projection.
   world = np.stack(worlds)                                             # (S, T, 17, 3)
   cam = np.einsum("stkj,sji->stki", world - np.stack(centres)[:, None, None], np.stack(rots))
@@ -729,6 +731,9 @@ def generate(config, split: str) -> Sequences:
     items.append({
         "pose_3d": pose_3d[s], "pose_2d": clean[s] + noise * (2.0 / camera.w[s]),
         "confidence": conf, "pose_2d_clean": clean[s], "root_3d": root[s],
-        "pose_world": world[s], "subject": subject, "action": action, "camera": cam_label,
+        "pose_world": world[s],
+        "view_group": np.full(num_frames, groups[s], np.int32),
+        "camera_rotation": np.broadcast_to(rots[s].astype(np.float32), (num_frames, 3, 3)),
+        "subject": subject, "action": action, "camera": cam_label,
         "has_3d": True})
   return Sequences.from_list(items, source=f"synthetic:{split}")
