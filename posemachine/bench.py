@@ -264,8 +264,12 @@ def main(argv):
         row[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     timed = interleaved(fns, steps)
     jr.update(timed["jax"])
-    row_peak = 2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"]
+    # The peak is the best matmul rate seen in the run: timed alone at the start, or in turn
+    # with this row's steps (after huge steps the interleaved matmul can run at half speed;
+    # an MFU against that would exceed 100 %).
+    row_peak = max(2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"], peak)
     row.update({"jax": jr, "jax_steps_per_s": 1 / jr["median_s"],
+                "matmul_peak_interleaved_flops": 2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"],
                 "jax_frames_per_s": frames / jr["median_s"],
                 "matmul_peak_flops": row_peak, "matmul_timing": timed["matmul"],
                 "jax_mfu": 3 * fpf * frames / jr["median_s"] / row_peak,
@@ -317,8 +321,8 @@ def main(argv):
         f"{g('jax_speedup_vs_torch_compile')} | {r['inference_frames_per_s']:.0f} |")
   lines.append("\nMedians of the timed steps (warm-up excluded), 10th-90th percentile range in "
                "brackets. MFU = analytic train FLOPs (3 x forward) per second / the matmul peak "
-               f"({PEAK_N}^2 float32 matmul, timed in turn with the steps of the row; the peak in "
-               "the header is the one measured alone at the start). "
+               f"({PEAK_N}^2 float32 matmul): the higher of its rate alone at the start (the "
+               "header) and its rate timed in turn with the steps of the row. "
                "Compile: cold = empty persistent cache, warm = loaded from it.")
   os.makedirs(FLAGS.out, exist_ok=True)
   io_utils.atomic_write_json(os.path.join(FLAGS.out, "bench.json"), result)
