@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 
 from posemachine import checkpoints, errors, train
-from posemachine.models import machine
 import tiny_config as tiny_config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,18 +37,7 @@ def _config(num_steps):
 
 
 def _params(workdir):
-  config = _config(8)
-  model = machine.from_config(config.model, 17)
-  tx = train.make_optimizer(config.train)
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                          jax.eval_shape(lambda k: train.init_state(model, tx, k, 17, 8),
-                                         jax.random.key(1)))
-  mgr = checkpoints.make_manager(workdir, 2)
-  try:
-    return checkpoints.restore(mgr, abstract)
-  finally:
-    mgr.close()
+  return tiny_config_lib.restore_state(workdir, _config(8))
 
 
 def _files(workdir, steps=(2, 4)):

@@ -27,8 +27,7 @@ import types
 import jax
 import numpy as np
 
-from posemachine import checkpoints, faultpoints, train
-from posemachine.models import machine
+from posemachine import checkpoints, faultpoints
 import tiny_config as tiny_config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,17 +92,7 @@ def _check_committed(workdir, err):
 
 
 def _params(workdir):
-  config = tiny_config_lib.get_config()
-  model = machine.from_config(config.model, 17)
-  tx = train.make_optimizer(config.train)
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                          jax.eval_shape(lambda k: train.init_state(model, tx, k, 17, 8),
-                                         jax.random.key(1)))
-  mgr = checkpoints.make_manager(workdir, 2)
-  state = checkpoints.restore(mgr, abstract)
-  mgr.close()
-  return state
+  return tiny_config_lib.restore_state(workdir)
 
 
 def _random_kill(proc, part, start, rng):

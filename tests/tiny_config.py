@@ -26,3 +26,25 @@ def get_config(**train_overrides):
 def overrides(**train_overrides):
   """Command-line flags giving get_config(**train_overrides) from the config file."""
   return [f"--config.train.{k}={v}" for k, v in train_overrides.items()]
+
+
+def restore_state(workdir, config=None):
+  """The latest checkpoint of a workdir trained with this config (or `config`), on one
+  device; None if it has none."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from posemachine import checkpoints, train  # pylint: disable=g-import-not-at-top
+  from posemachine.models import machine  # pylint: disable=g-import-not-at-top
+  config = config or get_config()
+  model = machine.from_config(config.model, config.data.num_joints)
+  tx = train.make_optimizer(config.train)
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.eval_shape(
+      lambda k: train.init_state(model, tx, k, config.data.num_joints, config.data.window),
+      jax.random.key(1))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
+                          abstract)
+  mgr = checkpoints.make_manager(workdir, 2)
+  try:
+    return checkpoints.restore(mgr, abstract)
+  finally:
+    mgr.close()
