@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from posemachine import config_defaults, skeleton
-from posemachine.data import bvh, pipeline
+from posemachine.data import bvh, pipeline, views
 from posemachine.data.sequences import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,6 +237,11 @@ def test_mocap_source_splits_and_cameras(tmp_path):
   assert n09[0] + v09[0] == 35 and v09[0] == 4 and len(n09) == 2
   assert np.abs(train.pose_3d[:, 0]).max() == 0  # root-relative
   assert test.extras["root_3d"][:, 2].min() > 1.0  # in front of the camera
+  # The cameras of one clip are synchronised views (data/views.py): one rotated into the
+  # other gives the other's ground truth.
+  paired = views.attach(train)
+  np.testing.assert_allclose(train.pose_3d @ paired.extras["view_rotation"],
+                             train.pose_3d[paired.extras["view_partner_frame"]], atol=1e-5)
   # The same config gives the same cameras; the test split has its own.
   again = pipeline.load_split(c, "test")
   np.testing.assert_array_equal(again.pose_2d, test.pose_2d)

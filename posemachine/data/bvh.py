@@ -602,7 +602,8 @@ def observe_clip(world: np.ndarray, rng: np.random.Generator, num_cameras: int, 
   Cameras from `synthetic.sample_camera` (Human3.6M intrinsics, random viewpoints), 2D
   detector-like noise from the synthetic source's noise model. Returns a list of dicts:
   pose_3d (T, 17, 3) root-relative camera metres, pose_2d (T, 17, 2) noisy normalised,
-  confidence (T, 17), pose_2d_clean, root_3d (T, 3), pose_world (T, 17, 3), camera label.
+  confidence (T, 17), pose_2d_clean, root_3d (T, 3), pose_world (T, 17, 3),
+  camera_rotation (T, 3, 3) (camera = (world - centre) @ R), camera label.
   """
   out = []
   for k in range(num_cameras):
@@ -616,7 +617,8 @@ def observe_clip(world: np.ndarray, rng: np.random.Generator, num_cameras: int, 
         rng, px, float(cfg.noise_px), float(cfg.outlier_prob), float(cfg.outlier_px))
     out.append({"pose_3d": cam - cam[:, :1], "pose_2d": clean + noise * (2.0 / w),
                 "confidence": conf, "pose_2d_clean": clean, "root_3d": cam[:, 0],
-                "pose_world": world, "camera": f"{cam_id}#{k}"})
+                "pose_world": world, "camera": f"{cam_id}#{k}",
+                "camera_rotation": np.broadcast_to(rot.astype(np.float32), (len(world), 3, 3))})
   return out
 
 
@@ -654,10 +656,11 @@ def load_split(config, split: str) -> Sequences:
         continue
     for start, seg in _segments(world, int(m.segment_frames)):
       rng = np.random.default_rng([seed, code, zlib.crc32(name.encode()), start])
+      group = np.full(len(seg), len(items), np.int32)  # the cameras of one segment (views.py)
       for view in observe_clip(seg, rng, cams, m):
         if start:
           view["camera"] += f"@{start}"
-        view.update(subject=name.split("_")[0], action=name)
+        view.update(subject=name.split("_")[0], action=name, view_group=group)
         items.append(view)
   if not items:
     raise DataError(f"mocap:{split}: no sequences (files {files}).")
