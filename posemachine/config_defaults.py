@@ -191,6 +191,8 @@ def get_config() -> ml_collections.ConfigDict:
   # clean 2D of synthetic data: an oracle for analysis; refine_study.py).
   c.refine.target = "observed"
   c.refine.smooth_frames = 5
+  # Keep the uncorrected depth (Z) of every joint; only X, Y change (refine_study.py).
+  c.refine.keep_depth = False
 
   # Device mesh ('data', 'model'): the batch is split over 'data' (all devices / model); the
   # wide layers over 'model' (rules: distributed.PARAM_RULES). 1: pure data parallelism.

@@ -139,6 +139,8 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
     # so no per-sample copy of them is made before the update.
     carry = jax.lax.fori_loop(1, r.steps, body, body(0, carry))
   _, _, pose, steps, _ = carry
+  if r.keep_depth:  # a 2D objective says nothing about depth: change only X, Y.
+    pose = pose.at[..., 2].set(pose0[..., 2])
   torso = jnp.asarray(torso_joints(num_joints))
   torso_move = jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1)
   discarded = (torso_move * mask).max() * 1000 > r.discard_mm

@@ -191,3 +191,14 @@ def test_refine_study_cli(tmp_path):
     assert r["plane_mm"] > 0 and r["depth_mm"] > 0
   assert (run / "refine_study" / "refine_study.png").stat().st_size > 1000
   assert "oracle" in (run / "refine_study" / "refine_study.md").read_text()
+
+
+def test_keep_depth_changes_only_x_and_y():
+  _, params, out, pose_2d, mask, fn = setup(steps=4, learning_rate=1e-3, converge_mm=0.0,
+                                            discard_mm=1e9, projection="weak_perspective",
+                                            keep_depth=True)
+  res = fn(params["projector"], out["pose_3d_intermediate"], pose_2d, mask)
+  before, after = np.asarray(res["pose_3d_before"]), np.asarray(res["pose_3d"])
+  np.testing.assert_array_equal(after[..., 2], before[..., 2])
+  assert np.abs(after[..., :2] - before[..., :2]).max() > 1e-4
+  assert np.all(np.asarray(res["objective_after"]) < np.asarray(res["objective_before"]))
