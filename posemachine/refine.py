@@ -134,10 +134,9 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
     return params, opt_state, pose, steps, done
 
   carry = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
-  if r.steps > 0:
-    # The first step outside the loop: under vmap its inputs are still the shared weights,
-    # so no per-sample copy of them is made before the update.
-    carry = jax.lax.fori_loop(1, r.steps, body, body(0, carry))
+  # (Peeling the first step out of the loop saved a per-sample copy of the shared weights,
+  # but XLA's CPU runtime then hung on a second compilation of the evaluator: not done.)
+  carry = jax.lax.fori_loop(0, r.steps, body, carry)
   _, _, pose, steps, _ = carry
   if r.keep_depth:  # a 2D objective says nothing about depth: change only X, Y.
     pose = pose.at[..., 2].set(pose0[..., 2])
