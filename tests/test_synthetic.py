@@ -60,7 +60,9 @@ def test_shapes_dtypes_and_labels(train):
   assert train.pose_3d.shape == (n, 17, 3) and train.pose_3d.dtype == np.float32
   assert train.pose_2d.shape == (n, 17, 2) and train.pose_2d.dtype == np.float32
   assert train.confidence.shape == (n, 17) and train.confidence.dtype == np.float32
-  assert set(train.extras) == {"pose_2d_clean", "root_3d", "pose_world"}
+  assert set(train.extras) == {"pose_2d_clean", "root_3d", "pose_world", "view_group",
+                               "camera_rotation"}
+  assert train.extras["camera_rotation"].shape == (n, 3, 3)
   assert train.extras["pose_2d_clean"].shape == (n, 17, 2)
   assert train.extras["root_3d"].shape == (n, 3)
   assert train.extras["pose_world"].shape == (n, 17, 3)
