@@ -133,11 +133,10 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
     done = done | (moved_mm < r.converge_mm)
     return params, opt_state, pose, steps, done
 
-  carry = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
   # (Peeling the first step out of the loop saved a per-sample copy of the shared weights,
   # but XLA's CPU runtime then hung on a second compilation of the evaluator: not done.)
-  carry = jax.lax.fori_loop(0, r.steps, body, carry)
-  _, _, pose, steps, _ = carry
+  init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
+  _, _, pose, steps, _ = jax.lax.fori_loop(0, r.steps, body, init)
   if r.keep_depth:  # a 2D objective says nothing about depth: change only X, Y.
     pose = pose.at[..., 2].set(pose0[..., 2])
   torso = jnp.asarray(torso_joints(num_joints))
