@@ -267,9 +267,10 @@ def main(argv):
     # The peak is the best matmul rate seen in the run: timed alone at the start, or in turn
     # with this row's steps (after huge steps the interleaved matmul can run at half speed;
     # an MFU against that would exceed 100 %).
-    row_peak = max(2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"], peak)
+    interleaved_peak = 2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"]
+    row_peak = max(interleaved_peak, peak)
     row.update({"jax": jr, "jax_steps_per_s": 1 / jr["median_s"],
-                "matmul_peak_interleaved_flops": 2.0 * PEAK_N ** 3 / timed["matmul"]["median_s"],
+                "matmul_peak_interleaved_flops": interleaved_peak,
                 "jax_frames_per_s": frames / jr["median_s"],
                 "matmul_peak_flops": row_peak, "matmul_timing": timed["matmul"],
                 "jax_mfu": 3 * fpf * frames / jr["median_s"] / row_peak,

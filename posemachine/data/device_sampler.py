@@ -94,9 +94,9 @@ def nbytes(seqs: Sequences) -> int:
   return sum(v.nbytes for v in host_arrays(seqs).values() if v is not None)
 
 
-def _frame_to_sequence(starts, lengths, weight, key, n):
+def _frame_to_sequence(lengths, weight, key, n):
   """n sequence ids, each that of a uniform frame among the frames of sequences weighted 1
-  (weight (S,) 0/1); (S,) arrays."""
+  (weight (S,) 0/1); lengths (S,)."""
   cum = jnp.cumsum(lengths * weight)
   frame = jax.random.randint(key, (n,), 0, jnp.maximum(cum[-1], 1), jnp.int32)
   return jnp.searchsorted(cum, frame, side="right").astype(jnp.int32)
@@ -119,8 +119,8 @@ def sample_windows(data: DeviceData, key, batch_size: int, window: int,
     lab = (data.has_3d > 0).astype(jnp.int32)
     k_lab, k_unl = jax.random.split(jax.random.fold_in(k_frame, 1))
     stratified = jnp.concatenate([
-        _frame_to_sequence(data.starts, data.lengths, lab, k_lab, n_lab),
-        _frame_to_sequence(data.starts, data.lengths, 1 - lab, k_unl, batch_size - n_lab)])
+        _frame_to_sequence(data.lengths, lab, k_lab, n_lab),
+        _frame_to_sequence(data.lengths, 1 - lab, k_unl, batch_size - n_lab)])
     both = (lab.sum() > 0) & (lab.sum() < lab.shape[0])
     seq = jnp.where(both, stratified, seq)
   max_start = jnp.maximum(data.lengths[seq] - window, 0)
@@ -158,11 +158,10 @@ def sample_batch(data: DeviceData, key, batch_size: int, window: int,
   seq, offset = sample_windows(data, k_windows, batch_size, window, labelled_share)
   batch = gather_windows(data, seq, offset, window)
   if noise_px > 0:
-    noise = jax.random.normal(k_noise, batch["pose_2d"].shape, jnp.float32)
-    batch["pose_2d"] = batch["pose_2d"] + noise * (2.0 * noise_px / 1000.0)
-    if "view_pose_2d" in batch:
-      noise = jax.random.normal(jax.random.fold_in(k_noise, 1), noise.shape, jnp.float32)
-      batch["view_pose_2d"] = batch["view_pose_2d"] + noise * (2.0 * noise_px / 1000.0)
+    for i, k in enumerate(k for k in ("pose_2d", "view_pose_2d") if k in batch):
+      key = k_noise if i == 0 else jax.random.fold_in(k_noise, i)
+      noise = jax.random.normal(key, batch[k].shape, jnp.float32)
+      batch[k] = batch[k] + noise * (2.0 * noise_px / 1000.0)
   if flip:
     batch = augment.flip_windows(batch, jax.random.bernoulli(k_flip, 0.5, (batch_size,)))
   return batch

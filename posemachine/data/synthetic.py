@@ -692,8 +692,9 @@ def generate(config, split: str) -> Sequences:
     metres, pose_2d (N, 17, 2) noisy normalised screen coordinates, confidence (N, 17),
     extras 'pose_2d_clean' (N, 17, 2), 'root_3d' (N, 3) camera-frame pelvis in metres,
     'pose_world' (N, 17, 3) world joints in metres, 'view_group' (N,) and
-    'camera_rotation' (N, 3, 3) (the cameras of one motion share a group; data/views.py). One sequence per (subject, action,
-    motion, camera); labels 'synth_<split>_<ii>', the action, '<camera id>#<k>'.
+    'camera_rotation' (N, 3, 3) (the cameras of one motion share a group; data/views.py).
+    One sequence per (subject, action, motion, camera); labels 'synth_<split>_<ii>', the
+    action, '<camera id>#<k>'.
   """
   actions = _check_config(config, split)
   code = SPLITS.index(split)
@@ -706,6 +707,7 @@ def generate(config, split: str) -> Sequences:
       for j in range(int(config.sequences_per_action)):
         rng = np.random.default_rng([seed, code, i, 1 + a, j])
         world = simulate_motion(action, body, rng, num_frames, fps)
+        motion = groups[-1] + 1 if groups else 0
         for c in range(int(config.cameras_per_sequence)):
           cam_id, rot, centre = sample_camera(rng, world)
           k = j * int(config.cameras_per_sequence) + c
@@ -714,7 +716,7 @@ def generate(config, split: str) -> Sequences:
           rots.append(rot)
           centres.append(centre)
           streams.append([seed, code, i, 1 + a, j, 1 + c])
-          groups.append(len(set(groups)) - (c > 0))  # one id per (subject, action, motion)
+          groups.append(motion)  # the cameras of one motion share its id (data/views.py)
   # All sequences at once: camera frame, then the shared projection.
   world = np.stack(worlds)                                             # (S, T, 17, 3)
   cam = np.einsum("stkj,sji->stki", world - np.stack(centres)[:, None, None], np.stack(rots))

@@ -30,9 +30,9 @@ from posemachine.data.sequences import DataError, Sequences
 
 VERSION = "1.0.0"
 SPLITS = ("train", "val", "test")
-# Per-frame extra fields each source produces: name -> per-frame shape (K = num_joints).
-# Per-frame extras stored per source. The multi-view extras (view_group, camera_rotation) are
-# not: loss.w_multiview needs data.format='memory'.
+# Per-frame extra fields stored per source: name -> per-frame shape (K = num_joints). The
+# multi-view extras (view_group, camera_rotation) are not: loss.w_multiview needs
+# data.format='memory'.
 EXTRAS = {
     "h36m": {"root_3d": (3,), "frame_index": ()},  # frame_index: data/h36m_frames.py
     "humaneva": {"root_3d": (3,)},
