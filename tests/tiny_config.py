@@ -29,22 +29,9 @@ def overrides(**train_overrides):
 
 
 def restore_state(workdir, config=None):
-  """The latest checkpoint of a workdir trained with this config (or `config`), on one
-  device; None if it has none."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from posemachine import checkpoints, train  # pylint: disable=g-import-not-at-top
-  from posemachine.models import machine  # pylint: disable=g-import-not-at-top
-  config = config or get_config()
-  model = machine.from_config(config.model, config.data.num_joints)
-  tx = train.make_optimizer(config.train)
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.eval_shape(
-      lambda k: train.init_state(model, tx, k, config.data.num_joints, config.data.window),
-      jax.random.key(1))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                          abstract)
-  mgr = checkpoints.make_manager(workdir, 2)
-  try:
-    return checkpoints.restore(mgr, abstract)
-  finally:
-    mgr.close()
+  """The latest checkpoint of a workdir trained with this config (or `config`), on a
+  one-device mesh (train.load_state)."""
+  from posemachine import train  # pylint: disable=g-import-not-at-top
+  state, manager = train.load_state(config or get_config(), workdir, train.create_mesh(1))
+  manager.close()
+  return state
