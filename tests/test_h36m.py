@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from posemachine import config_defaults, geometry, skeleton, tables
-from posemachine.data import h36m, pipeline, synthetic
+from posemachine.data import h36m, pipeline, synthetic, views
 from posemachine.data.sequences import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,3 +292,24 @@ def test_main_end_to_end_writes_the_table(tmp_path, tiny):
   assert f"| MPJPE | {results['per_action']['Eating']['mpjpe']:.1f} |" in table
   assert "| Metric (mm) | Eat S9 | Eat S11 | Walk S9 | Walk S11 | Avg |" in table
   assert "| Metric (mm) | Eat | Walk | Avg |" in r.stdout  # printed too
+
+
+def test_cameras_are_synchronised_views(tiny):
+  """The four cameras of a (subject, action) are one view group: the ground truth of one
+  camera rotated by views.attach's rotation equals its partner's (the shipped calibration's
+  geometry, independent of any model), on the train split after the validation cut."""
+  d, _, _ = tiny
+  config = config_for(d, train_subjects="S1,S5")
+  seqs = views.attach(pipeline.load_split(config, "train"))
+  pf, rot = seqs.extras["view_partner_frame"].astype(int), seqs.extras["view_rotation"]
+  np.testing.assert_allclose(seqs.pose_3d @ rot, seqs.pose_3d[pf], atol=2e-5)
+  owner = np.repeat(np.arange(seqs.num_sequences), seqs.lengths)
+  partner = owner[pf]
+  assert (partner != owner).all()
+  for i, p in zip(owner, partner):  # same subject and take, another camera
+    assert (seqs.subject[i], seqs.action[i]) == (seqs.subject[p], seqs.action[p])
+    assert seqs.camera[i].split("#")[0] != seqs.camera[p].split("#")[0]
+  # 'Walking' and 'Walking 1' are separate takes: separate groups of four cameras.
+  groups = np.unique(seqs.extras["view_group"])
+  assert len(groups) == 2 * len(ACTIONS)
+  assert all((seqs.extras["view_group"] == g).sum() == 4 * seqs.lengths[0] for g in groups)

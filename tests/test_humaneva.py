@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posemachine import config_defaults, skeleton, tables
-from posemachine.data import h36m, humaneva, pipeline, synthetic
+from posemachine.data import h36m, humaneva, pipeline, synthetic, views
 from posemachine.data.sequences import DataError
 
 # HumanEva-I joints from the 17-joint layout (pelvis, thorax, left arm, right arm, left leg,
@@ -159,3 +159,16 @@ def test_trains_and_evaluates_end_to_end_with_15_joints(tiny, tmp_path):
     saved = json.load(f)
   assert set(saved["per_joint"]) == set(skeleton.HUMANEVA15_JOINT_NAMES)
   assert "mpjpe_unrefined" in saved["overall"]
+
+
+def test_cameras_are_synchronised_views(tiny):
+  """The cameras of a trial chunk are one view group (a chunk with a camera missing keeps
+  the other two); rotating one camera's ground truth gives its partner's."""
+  d, _, _ = tiny
+  seqs = views.attach(pipeline.load_split(config_for(d), "train"))
+  pf, rot = seqs.extras["view_partner_frame"].astype(int), seqs.extras["view_rotation"]
+  np.testing.assert_allclose(seqs.pose_3d @ rot, seqs.pose_3d[pf], atol=2e-5)
+  owner = np.repeat(np.arange(seqs.num_sequences), seqs.lengths)
+  for i, p in zip(owner, owner[pf]):
+    assert seqs.subject[i] == seqs.subject[p] and seqs.camera[i] != seqs.camera[p]
+    assert seqs.camera[i].split("#")[1] == seqs.camera[p].split("#")[1]  # same trial chunk

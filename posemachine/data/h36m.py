@@ -11,6 +11,8 @@ Each (subject, action, camera) becomes one sequence: the 17 joints of `skeleton.
 moved into the camera frame with the shipped extrinsics (`h36m_cameras.json`, convention
 x_world = R @ x_cam + T), root-relative (pelvis at 0), metres; 2D normalised as
 u / w * 2 - [1, h / w]. 2D sequences a few frames longer than the mocap are trimmed.
+Synchronised views: the four cameras of one (subject, action) share a per-frame `view_group`
+id and carry their `camera_rotation` (data/views.py; for loss.w_multiview on 2D-only data).
 Sequence labels: subject 'S9', action the base name ('Directions' for both 'Directions'
 and 'Directions 1', so per-action averages pool the takes as VideoPose3D does), camera
 '<id>' or '<id>#<take suffix>' ('54138969#1'). Extra 'frame_index' (N,): each frame's index
@@ -224,7 +226,8 @@ def camera_sequence(world, kp, cam: dict, where: str, joints: tuple[int, ...] | 
     joints: indices of the K output joints among world's J (None: all).
   Returns:
     dict pose_3d (T, K, 3) root-relative camera metres, pose_2d (T, K, 2) normalised,
-    confidence (T, K), root_3d (T, 3) camera-frame root in metres.
+    confidence (T, K), root_3d (T, 3) camera-frame root in metres, camera_rotation
+    (T, 3, 3): R with camera = (world - centre) @ R (row vectors; data/views.py).
   """
   n = len(world)
   if len(kp) < n:
@@ -236,7 +239,8 @@ def camera_sequence(world, kp, cam: dict, where: str, joints: tuple[int, ...] | 
   conf = np.clip(kp[..., 2], 0.0, 1.0) if kp.shape[-1] == 3 else np.ones(kp.shape[:2])
   return {"pose_3d": (cam3 - cam3[:, :1]).astype(np.float32),
           "pose_2d": normalize(kp[..., :2], cam["w"], cam["h"]).astype(np.float32),
-          "confidence": conf.astype(np.float32), "root_3d": cam3[:, 0].astype(np.float32)}
+          "confidence": conf.astype(np.float32), "root_3d": cam3[:, 0].astype(np.float32),
+          "camera_rotation": np.broadcast_to(np.asarray(cam["R"], np.float32), (n, 3, 3))}
 
 
 def split_tail(items: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
@@ -315,6 +319,7 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
     raise DataError(f"Unknown Human3.6M camera(s) {unknown_cams}; expected ids from "
                     f"{list(CAMERA_ORDER)}.")
   items = []
+  group = 0  # view_group id of each (subject, action): its cameras are synchronised views.
   for subject in subjects:
     require_subject(subject, subjects, ((p3d, pos3d), (p2d, pos2d)))
     for action in sorted(pos3d[subject]):
@@ -339,8 +344,10 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
                               skeleton.H36M_FROM_32)
         seq.update(subject=subject, action=base,
                    camera=f"{cam_id}#{take}" if take else cam_id,
-                   frame_index=np.arange(len(world), dtype=np.float32))
+                   frame_index=np.arange(len(world), dtype=np.float32),
+                   view_group=np.full(len(world), group, np.int32))
         items.append(seq)
+      group += 1
   if not items:
     raise DataError(f"Human3.6M ({data_dir}): no sequences for subjects {list(subjects)}, "
                     f"actions {list(actions) or 'all'}, cameras {list(cameras)}.")

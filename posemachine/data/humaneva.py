@@ -16,6 +16,8 @@ lists it): orientation quaternion (w, x, y, z) and centre t, x_world = R(q) x_ca
 The usual protocol: train on Train/S1-S3, test on Validate/S1-S3, actions Walk, Jog, Box
 (a file action belongs to 'Walk' when its name starts with 'Walk', as VideoPose3D filters).
 Validation: the last `humaneva.val_fraction` of each training sequence.
+Synchronised views: the cameras of one trial chunk share a per-frame `view_group` id and carry
+their `camera_rotation` (data/views.py; for loss.w_multiview on 2D-only data).
 Sequence labels: subject as in the file ('Validate/S1'), action the table name ('Walk',
 'Jog', 'Box', ...), camera 'C1#1_chunk0' (camera, then the trial and chunk).
 """
@@ -98,6 +100,7 @@ def load(data_dir: str, keypoints: str, subjects, actions=ACTIONS[:3]) -> list[d
       data_dir, ["data_3d_humaneva15.npz", f"data_2d_humaneva15_{keypoints}.npz"], help_text)
   pos3d, (pos2d, _) = h36m.read_pair(p3d, p2d, NUM_JOINTS, NUM_JOINTS, ("humaneva15",))
   items = []
+  group = 0  # view_group id of each (subject, trial chunk): synchronised camera views.
   for subject in subjects:
     h36m.require_subject(subject, subjects, ((p3d, pos3d), (p2d, pos2d)))
     for file_action in sorted(pos3d[subject]):
@@ -118,8 +121,10 @@ def load(data_dir: str, keypoints: str, subjects, actions=ACTIONS[:3]) -> list[d
         where = f"{p2d}: subject {subject!r}, action {file_action!r}, camera {CAMERA_ORDER[c]}"
         seq = h36m.camera_sequence(world, kp, camera_params(subject, c), where)
         seq.update(subject=subject, action=name,
-                   camera=f"{CAMERA_ORDER[c]}#{rest}" if rest else CAMERA_ORDER[c])
+                   camera=f"{CAMERA_ORDER[c]}#{rest}" if rest else CAMERA_ORDER[c],
+                   view_group=np.full(len(world), group, np.int32))
         items.append(seq)
+      group += 1
   if not items:
     raise DataError(f"HumanEva-I ({data_dir}): no sequences for subjects {list(subjects)} "
                     f"and actions {list(actions)}.")

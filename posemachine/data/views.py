@@ -35,8 +35,9 @@ def attach(seqs: Sequences) -> Sequences:
   if missing:
     raise DataError(
         f"{seqs.source}: loss.w_multiview needs synchronised calibrated views (per-frame "
-        f"extras {list(NEEDS)}; missing {missing}). The synthetic source has them with "
-        "data.synthetic.cameras_per_sequence >= 2; set loss.w_multiview=0 otherwise.")
+        f"extras {list(NEEDS)}; missing {missing}). Human3.6M, HumanEva-I and the BVH "
+        "source have them, the synthetic source with data.synthetic.cameras_per_sequence "
+        ">= 2; set loss.w_multiview=0 otherwise.")
   group = np.asarray(seqs.extras["view_group"])[seqs.starts]
   rot = np.asarray(seqs.extras["camera_rotation"], np.float64)[seqs.starts]
   partner_frame = np.empty(seqs.num_frames, np.int64)
