@@ -16,6 +16,8 @@ Variants:
   semi_10_multiview    semi_10 + cross-view consistency on the 2D-only data (synchronised
                        calibrated second views, data/views.py; half the batch, as each
                        window is lifted twice). Skipped when the data has no second views.
+  semi_10_cycle        semi_10 + the monocular rotation cycle (losses.py: a virtual camera
+                       orbiting the subject; no second camera; half the batch).
   labelled_1_only, semi_1   the same at 1 %.
   self_supervised      no 3D labels at all: 2D consistency, weak-perspective 2D term and the
                        bone-length / symmetry priors (losses.py).
@@ -50,6 +52,7 @@ SHARE = 0.5
 # 2D terms (about 0.05 in training); weight 1 left them idle (measured: 72.5 vs 71.9 mm).
 PRIORS = {"w_2d_weak_perspective": 1.0, "w_bone_length_prior": 10.0, "w_symmetry": 10.0}
 MULTIVIEW = {**PRIORS, "w_multiview": 1.0}
+CYCLE = {**PRIORS, "w_rotation_cycle": 1.0}
 VARIANTS = {
     "supervised": {"loss": {"w_2d": 0.0, "w_bone_2d": 0.0}},
     "consistency": {},
@@ -59,6 +62,9 @@ VARIANTS = {
     # Each step lifts a second view of every window: half the batch keeps the compute equal.
     "semi_10_multiview": {"data": {"labelled_fraction": 0.1, "labelled_share": SHARE},
                           "loss": MULTIVIEW, "_batch_fraction": 0.5},
+    # The monocular rotation cycle lifts a second (virtual) view too: half the batch.
+    "semi_10_cycle": {"data": {"labelled_fraction": 0.1, "labelled_share": SHARE},
+                      "loss": CYCLE, "_batch_fraction": 0.5},
     "labelled_1_only": {"data": {"labelled_fraction": 0.01, "use_unlabelled": False}},
     "semi_1": {"data": {"labelled_fraction": 0.01, "labelled_share": SHARE}, "loss": PRIORS},
     "self_supervised": {"data": {"labelled_fraction": 0.0}, "loss": PRIORS},

@@ -126,6 +126,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Cross-view consistency on synchronised calibrated views of the training motion (2D
   # only, no 3D labels; data/views.py): lifts a second view of every window; 0 = off.
   c.loss.w_multiview = 0.0
+  # Monocular rotation cycle (losses.rotation_cycle_error): the lifted pose turned about the
+  # vertical axis by up to rotation_cycle_max_deg, seen by a virtual weak-perspective camera,
+  # lifted again, must come back as the turned pose; a second lift per window; 0 = off.
+  c.loss.w_rotation_cycle = 0.0
+  c.loss.rotation_cycle_max_deg = 90.0
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 20_000
@@ -253,6 +258,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         "combine: a mirrored window has no mirrored second view.")
     if m.input != "keypoints":
       raise ConfigError("Config key 'loss.w_multiview' applies to model.input='keypoints'.")
+  if config.loss.w_rotation_cycle and m.input != "keypoints":
+    raise ConfigError("Config key 'loss.w_rotation_cycle' applies to model.input='keypoints' "
+                      "(it lifts a synthesised 2D pose).")
   if d.labelled_share > 1.0:
     raise ConfigError(f"Config key 'data.labelled_share' = {d.labelled_share}; expected a "
                       "value in [0, 1], or < 0 for windows in proportion to frames.")

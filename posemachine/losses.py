@@ -22,6 +22,12 @@ Priors for training without 3D labels (weights 0 unless set; all samples):
 With synchronised calibrated views (data/views.py; weight w_multiview, added in
 train.train_step, which lifts the second view too): multiview = the corrected pose rotated
 into the other camera against the pose lifted from that camera's 2D (metres).
+
+Monocular rotation cycle (weight w_rotation_cycle, added in train.train_step; after Chen et
+al., "Unsupervised 3D pose estimation with geometric self-supervision", CVPR 2019, without
+their discriminator): the corrected pose is turned about the camera's vertical axis, seen by
+a virtual weak-perspective camera placed like the observed one (`virtual_view_2d`), lifted
+again, and must come back as the turned pose (metres). No 3D label or second camera is used.
 """
 
 from __future__ import annotations
@@ -96,6 +102,25 @@ def multiview_error(pose_a, pose_b, rotation, weight, kind="squared"):
   (pose_a @ rotation, rotation (B, 3, 3); data/views.py) against pose_b, the pose lifted
   from the partner view; both root-relative metres. Masked mean, weight (B, T)."""
   return pose_error(jnp.einsum("btkj,bji->btki", pose_a, rotation), pose_b, weight, kind)
+
+
+def rotate_about_vertical(pose, angle):
+  """Root-relative camera-frame poses (B, T, K, 3) turned by angle (B,) radians about the
+  camera's vertical (y) axis through the root: a camera orbiting the subject."""
+  c, s = jnp.cos(angle)[:, None, None], jnp.sin(angle)[:, None, None]
+  x, y, z = pose[..., 0], pose[..., 1], pose[..., 2]
+  return jnp.stack([c * x + s * z, y, c * z - s * x], -1)
+
+
+def virtual_view_2d(pose_3d, pose_2d, turned):
+  """The 2D pose (B, T, K, 2), normalised screen coordinates, of `turned` (B, T, K, 3)
+  metres seen by a weak-perspective camera with the observed frame's root position and the
+  scale (normalised units per metre) that best maps pose_3d's (X, Y) onto the observed
+  root-centred 2D pose_2d (least squares, per frame)."""
+  centred = pose_2d - pose_2d[..., :1, :]
+  xy = pose_3d[..., :2]
+  scale = (centred * xy).sum((-1, -2)) / jnp.maximum((xy * xy).sum((-1, -2)), 1e-6)
+  return pose_2d[..., :1, :] + scale[..., None, None] * turned[..., :2]
 
 
 def total_loss(outputs, batch, loss_config):

@@ -67,8 +67,10 @@ SKIPPED = "skipped"
 _GRAD_FLAGS = "_nonfinite_grads"  # per top-level param group; not written.
 
 
-def train_step(state: TrainState, batch, *, model, tx, loss_config):
+def train_step(state: TrainState, batch, *, model, tx, loss_config, seed: int = 0):
   """One optimisation step on a global batch. Returns (new state, metrics dict).
+
+  `seed` and the step number draw the rotations of loss.w_rotation_cycle (if on).
 
   A non-finite loss or gradient norm leaves params and optimiser state unchanged (the step
   counter still advances) and sets metrics['skipped'] = 1; metrics['_nonfinite_grads']
@@ -86,6 +88,17 @@ def train_step(state: TrainState, batch, *, model, tx, loss_config):
           out["pose_3d"], view["pose_3d"], batch["view_rotation"], batch["mask"],
           loss_config.distance)
       loss = loss + loss_config.w_multiview * terms["multiview"]
+    if loss_config.w_rotation_cycle:  # a virtual orbiting camera (losses.py)
+      pose = out["pose_3d"]
+      limit = jnp.deg2rad(loss_config.rotation_cycle_max_deg)
+      key = jax.random.fold_in(jax.random.key(seed), state.step)
+      angle = jax.random.uniform(key, pose.shape[:1], minval=-limit, maxval=limit)
+      turned = losses.rotate_about_vertical(pose, angle)
+      view_2d = jax.lax.stop_gradient(losses.virtual_view_2d(pose, batch["pose_2d"], turned))
+      view = model.apply({"params": params}, view_2d, batch["confidence"], batch["mask"])
+      terms["rotation_cycle"] = losses.pose_error(view["pose_3d"], turned, batch["mask"],
+                                                  loss_config.distance)
+      loss = loss + loss_config.w_rotation_cycle * terms["rotation_cycle"]
     return loss, terms
   (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   # Squared norm per top-level group: one reduction per leaf gives the global norm and,
@@ -139,12 +152,12 @@ def _log_means(pending) -> dict:
   return means
 
 
-def make_train_step(model, tx, loss_config, mesh: Mesh, state_sharding=None):
+def make_train_step(model, tx, loss_config, mesh: Mesh, state_sharding=None, seed: int = 0):
   """jit-compiled train_step with the state donated (replicated by default), the batch sharded."""
   replicated = NamedSharding(mesh, P())
   state_sharding = state_sharding or replicated
   data = NamedSharding(mesh, P("data"))
-  fn = functools.partial(train_step, model=model, tx=tx, loss_config=loss_config)
+  fn = functools.partial(train_step, model=model, tx=tx, loss_config=loss_config, seed=seed)
   return jax.jit(fn, in_shardings=(state_sharding, data),
                  out_shardings=(state_sharding, replicated), donate_argnums=0)
 
@@ -184,10 +197,11 @@ def _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding):
     logging.info("Training set on the devices: %.1f MB per device (%.1f s); windows are "
                  "sampled inside the step.", device_sampler.nbytes(train_seqs) / 1e6,
                  time.time() - t0)
-    fn = functools.partial(train_step, model=model, tx=tx, loss_config=config.loss)
+    fn = functools.partial(train_step, model=model, tx=tx, loss_config=config.loss,
+                           seed=config.seed)
     sampled = device_sampler.make_train_step(fn, config, mesh, state_sharding)
     return lambda state, step: sampled(state, data)
-  step_fn = make_train_step(model, tx, config.loss, mesh, state_sharding)
+  step_fn = make_train_step(model, tx, config.loss, mesh, state_sharding, config.seed)
   return lambda state, step: step_fn(state, shard_batch(pipeline.train_batch(
       train_seqs, config, step, jax.process_count(), jax.process_index()), mesh))
 

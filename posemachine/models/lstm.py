@@ -77,18 +77,22 @@ def lstm_scan(gates_in, mask, w_rec, h0, c0, reverse=False, unroll=1):
 def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll):
   # Inside the scan the state is feature-major, (H, B): the recurrent product is then
   # w_rec^T (4H, H) @ h^T (H, B) (measured about 15 % faster on this CPU than
-  # h (B, H) @ w_rec (H, 4H) at B = 64). Inputs and outputs stay (T, B, ...).
+  # h (B, H) @ w_rec (H, 4H) at B = 64). The caller's arrays stay (T, B, ...): the scan's
+  # inputs are turned feature-major once before it and its outputs once after it (reading
+  # and writing transposed slices inside the loop cost 5 % and 7 % of a batch-1024 step).
   w_t = w_rec.T
 
   def step(carry, inputs):
     h, c = carry
     g_in, m = inputs
-    gates = (g_in.T + w_t @ h.astype(w_t.dtype)).astype(jnp.float32)
+    gates = (g_in + w_t @ h.astype(w_t.dtype)).astype(jnp.float32)
     h_new, c_keep, acts, c_new = _update(gates, h, c, m.T, axis=0)
-    return (h_new, c_keep), (h_new.T.astype(w_rec.dtype), c_keep, jnp.concatenate(acts, 0),
+    return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep, jnp.concatenate(acts, 0),
                              c_new)
   (h_t, c_t), (ys, cs, acts, c_raw) = jax.lax.scan(
-      step, (h0.T, c0.T), (gates_in, mask), reverse=reverse, unroll=unroll)
+      step, (h0.T, c0.T), (jnp.swapaxes(gates_in, 1, 2), mask), reverse=reverse,
+      unroll=unroll)
+  ys = jnp.swapaxes(ys, 1, 2)
   return (ys, (h_t.T, c_t.T)), (cs, acts, c_raw)
 
 
@@ -115,7 +119,7 @@ def _bwd(reverse, unroll, res, cotangents):
     dh, dc = carry  # (H, B)
     dy, m, cp, a, cr = inputs
     m = m.T.astype(jnp.float32)
-    dh = dh + dy.T.astype(jnp.float32)
+    dh = dh + dy.astype(jnp.float32)
     i, f, g, o = jnp.split(a, 4, axis=0)
     dh_new, dc_new = m * dh, m * dc
     tc = jnp.tanh(cr)
@@ -125,11 +129,12 @@ def _bwd(reverse, unroll, res, cotangents):
     d_gates = d_gates.astype(cdt)
     dh_prev = (1 - m) * dh + (w_rec @ d_gates).astype(jnp.float32)
     dc_prev = (1 - m) * dc + dc_new * f
-    return (dh_prev, dc_prev), d_gates.T
+    return (dh_prev, dc_prev), d_gates
 
   (dh0, dc0), d_gates = jax.lax.scan(
-      step, (dh_final.T, dc_final.T), (dys, mask, c_prev, acts, c_raw),
+      step, (dh_final.T, dc_final.T), (jnp.swapaxes(dys, 1, 2), mask, c_prev, acts, c_raw),
       reverse=not reverse, unroll=unroll)
+  d_gates = jnp.swapaxes(d_gates, 1, 2)  # (T, 4H, B) -> (T, B, 4H) once (see _forward).
   # The recurrent weight gradient: one matmul over all T*B frames.
   dw = jnp.einsum("tbh,tbg->hg", h_prev, d_gates,
                   preferred_element_type=jnp.float32).astype(cdt)
