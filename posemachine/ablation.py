@@ -22,6 +22,7 @@ Variants:
   self_supervised      no 3D labels at all: 2D consistency, weak-perspective 2D term and the
                        bone-length / symmetry priors (losses.py).
   self_supervised_multiview  the same + cross-view consistency.
+  semi_1_cycle, self_supervised_cycle  the same with the monocular rotation cycle.
 The fraction is counted in `data.labelled_by` units ('sequence' by default here: with few
 synthetic subjects, 10 % and 1 % of subjects would both round to one subject).
 """
@@ -70,6 +71,10 @@ VARIANTS = {
     "self_supervised": {"data": {"labelled_fraction": 0.0}, "loss": PRIORS},
     "self_supervised_multiview": {"data": {"labelled_fraction": 0.0}, "loss": MULTIVIEW,
                                   "_batch_fraction": 0.5},
+    "semi_1_cycle": {"data": {"labelled_fraction": 0.01, "labelled_share": SHARE},
+                     "loss": CYCLE, "_batch_fraction": 0.5},
+    "self_supervised_cycle": {"data": {"labelled_fraction": 0.0}, "loss": CYCLE,
+                              "_batch_fraction": 0.5},
 }
 
 

@@ -121,9 +121,10 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
   # Once a sample has converged only its pose is frozen: its weights and optimiser state go
   # on changing unused (cheaper than selecting between old and new copies of every
   # per-sample weight each step; the result is the same).
-  def body(_, carry):
-    params, opt_state, pose, steps, done = carry
-    grads = jax.grad(obj)(params)
+  def body(i, carry):
+    params, opt_state, pose, steps, done, before = carry
+    value, grads = jax.value_and_grad(obj)(params)
+    before = jnp.where(i == 0, value, before)  # the objective of the trained weights
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     new_pose = apply_reg(params)
@@ -131,21 +132,23 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
     pose = jnp.where(done, pose, new_pose)
     steps = steps + jnp.where(done, 0, 1)
     done = done | (moved_mm < r.converge_mm)
-    return params, opt_state, pose, steps, done
+    return params, opt_state, pose, steps, done, before
 
   # (Peeling the first step out of the loop saved a per-sample copy of the shared weights,
   # but XLA's CPU runtime then hung on a second compilation of the evaluator: not done.)
-  init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False))
-  _, _, pose, steps, _ = jax.lax.fori_loop(0, r.steps, body, init)
+  init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False), jnp.float32(0))
+  _, _, pose, steps, _, before = jax.lax.fori_loop(0, r.steps, body, init)
+  if r.steps == 0:
+    before = pose_objective(pose0, **obj_kw)
   if r.keep_depth:  # a 2D objective says nothing about depth: change only X, Y.
     pose = pose.at[..., 2].set(pose0[..., 2])
   torso = jnp.asarray(torso_joints(num_joints))
   torso_move = jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1)
   discarded = (torso_move * mask).max() * 1000 > r.discard_mm
   final = jnp.where(discarded, pose0, pose)
-  return {"pose_3d": final, "pose_3d_before": pose0,
-          "objective_before": pose_objective(pose0, **obj_kw),
-          "objective_after": pose_objective(final, **obj_kw),
+  # (The objective before the correction is the first step's value: one projection pass less.)
+  return {"pose_3d": final, "pose_3d_before": pose0, "objective_before": before,
+          "objective_after": jnp.where(discarded, before, pose_objective(pose, **obj_kw)),
           "steps": steps, "discarded": discarded}
 
 
