@@ -258,6 +258,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         "combine: a mirrored window has no mirrored second view.")
     if m.input != "keypoints":
       raise ConfigError("Config key 'loss.w_multiview' applies to model.input='keypoints'.")
+  negative = [k for k, v in config.loss.items() if k.startswith("w_") and v < 0]
+  if negative:
+    raise ConfigError(f"Config key(s) {', '.join('loss.' + k for k in negative)} < 0; loss "
+                      "weights must be >= 0 (0 turns a term off).")
+  if not 0.0 < config.loss.rotation_cycle_max_deg <= 180.0:
+    raise ConfigError(f"Config key 'loss.rotation_cycle_max_deg' = "
+                      f"{config.loss.rotation_cycle_max_deg}; expected a value in (0, 180].")
+  if config.refine.steps < 0:
+    raise ConfigError(f"Config key 'refine.steps' = {config.refine.steps}; expected >= 0.")
   if config.loss.w_rotation_cycle and m.input != "keypoints":
     raise ConfigError("Config key 'loss.w_rotation_cycle' applies to model.input='keypoints' "
                       "(it lifts a synthesised 2D pose).")

@@ -138,7 +138,7 @@ def refine_sample(projector_params, inter, pose_2d, mask, *, model_config, refin
   # but XLA's CPU runtime then hung on a second compilation of the evaluator: not done.)
   init = (p0, tx.init(p0), pose0, jnp.int32(0), jnp.bool_(False), jnp.float32(0))
   _, _, pose, steps, _, before = jax.lax.fori_loop(0, r.steps, body, init)
-  if r.steps == 0:
+  if r.steps <= 0:
     before = pose_objective(pose0, **obj_kw)
   if r.keep_depth:  # a 2D objective says nothing about depth: change only X, Y.
     pose = pose.at[..., 2].set(pose0[..., 2])

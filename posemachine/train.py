@@ -62,6 +62,7 @@ def init_state(model: nn.Module, tx, rng, num_joints: int, window: int) -> Train
 
 
 MAX_IN_FLIGHT = 4  # training steps dispatched ahead of the device at most.
+_CYCLE_STREAM = 0x726F74  # PRNG stream of loss.w_rotation_cycle's angles ('rot').
 # Step metrics that are flags, summed (not averaged) over a log interval.
 SKIPPED = "skipped"
 _GRAD_FLAGS = "_nonfinite_grads"  # per top-level param group; not written.
@@ -91,7 +92,9 @@ def train_step(state: TrainState, batch, *, model, tx, loss_config, seed: int = 
     if loss_config.w_rotation_cycle:  # a virtual orbiting camera (losses.py)
       pose = out["pose_3d"]
       limit = jnp.deg2rad(loss_config.rotation_cycle_max_deg)
-      key = jax.random.fold_in(jax.random.key(seed), state.step)
+      # A stream of its own: fold_in(key(seed), step) is the device sampler's step key.
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _CYCLE_STREAM),
+                               state.step)
       angle = jax.random.uniform(key, pose.shape[:1], minval=-limit, maxval=limit)
       turned = losses.rotate_about_vertical(pose, angle)
       view_2d = jax.lax.stop_gradient(losses.virtual_view_2d(pose, batch["pose_2d"], turned))

@@ -57,3 +57,16 @@ def test_image_mode_is_refused():
   config.model.input = "images"
   with pytest.raises(errors.ConfigError, match="w_rotation_cycle"):
     config_defaults.validate(config)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("rotation_cycle_max_deg", 0.0, "rotation_cycle_max_deg"),
+    ("rotation_cycle_max_deg", 200.0, "rotation_cycle_max_deg"),
+    ("w_rotation_cycle", -1.0, "w_rotation_cycle.*>= 0"),
+])
+def test_bad_cycle_settings_are_refused(key, value, match):
+  config = config_defaults.get_config()
+  config.loss[key] = value
+  with pytest.raises(errors.ConfigError, match=match):
+    config_defaults.validate(config)
+

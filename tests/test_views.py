@@ -55,7 +55,7 @@ def test_batches_carry_the_second_view(on_device):
 def test_missing_or_single_views_are_refused():
   config = tiny_config.get_config()  # one camera per motion
   seqs = pipeline.load_split(config, "train")
-  with pytest.raises(DataError, match="no second view"):
+  with pytest.raises(DataError, match="no sequence has a second view"):
     views.attach(seqs)
   bare = sequences.Sequences(**{**seqs.__dict__, "extras": {}})
   with pytest.raises(DataError, match="w_multiview.*missing"):
@@ -64,6 +64,22 @@ def test_missing_or_single_views_are_refused():
   config.train.augment_flip = True
   with pytest.raises(errors.ConfigError, match="augment_flip"):
     config_defaults.validate(config)
+
+
+def test_a_sequence_without_its_second_view_is_its_own_partner():
+  config = tiny_views_config()
+  seqs = pipeline.load_split(config, "train")
+  keep = np.ones(seqs.num_sequences, bool)
+  keep[1] = False  # the second camera of the first motion
+  assert seqs.extras["view_group"][seqs.starts[0]] == seqs.extras["view_group"][seqs.starts[1]]
+  seqs = views.attach(seqs.select(keep))
+  pf, rot = seqs.extras["view_partner_frame"], seqs.extras["view_rotation"]
+  alone = slice(0, seqs.lengths[0])
+  np.testing.assert_array_equal(pf[alone], np.arange(seqs.lengths[0]))
+  np.testing.assert_array_equal(rot[alone], np.broadcast_to(np.eye(3), rot[alone].shape))
+  rest = slice(seqs.lengths[0], None)  # the other motions keep partners from other cameras
+  np.testing.assert_allclose(seqs.pose_3d[rest] @ rot[rest], seqs.pose_3d[pf[rest]], atol=1e-5)
+  assert (pf[rest] != np.arange(seqs.lengths[0], seqs.num_frames)).all()
 
 
 def test_training_with_multiview_logs_the_term(tmp_path):

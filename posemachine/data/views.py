@@ -18,6 +18,7 @@ A source offers this through two per-frame extras:
 
 from __future__ import annotations
 
+from absl import logging
 import numpy as np
 
 from posemachine.data.sequences import DataError, Sequences
@@ -28,8 +29,10 @@ NEEDS = ("view_group", "camera_rotation")
 def attach(seqs: Sequences) -> Sequences:
   """Adds view_partner_frame and view_rotation extras (see module docstring).
 
-  Raises DataError if the source has no synchronised views, or a group has one sequence or
-  sequences of different lengths.
+  A sequence whose motion no other sequence shows (a camera missing) is its own partner with
+  the identity rotation, so the term is 0 on its windows. Raises DataError if the source has
+  no synchronised views, no sequence has a second view, or the views of a group have
+  different lengths.
   """
   missing = [k for k in NEEDS if k not in seqs.extras]
   if missing:
@@ -42,12 +45,21 @@ def attach(seqs: Sequences) -> Sequences:
   rot = np.asarray(seqs.extras["camera_rotation"], np.float64)[seqs.starts]
   partner_frame = np.empty(seqs.num_frames, np.int64)
   rotation = np.empty((seqs.num_frames, 3, 3), np.float32)
-  for g in np.unique(group):
-    members = np.flatnonzero(group == g)
-    if len(members) < 2:
-      raise DataError(f"{seqs.source}: sequence {seqs.sequence_name(members[0])} has no "
-                      "second view in the training set (loss.w_multiview needs >= 2 cameras "
-                      "per motion).")
+  groups = [np.flatnonzero(group == g) for g in np.unique(group)]
+  if all(len(m) < 2 for m in groups):
+    raise DataError(f"{seqs.source}: no sequence has a second view in the training set "
+                    "(loss.w_multiview needs >= 2 cameras per motion).")
+  alone = [seqs.sequence_name(m[0]) for m in groups if len(m) < 2]
+  if alone:  # e.g. a take with one camera's detections missing
+    logging.warning("%s: %d sequence(s) without a second view (%s%s) add nothing to the "
+                    "multi-view term.", seqs.source, len(alone), ", ".join(alone[:3]),
+                    ", ..." if len(alone) > 3 else "")
+  for members in groups:
+    if len(members) < 2:  # its own partner: the term is 0 for its windows
+      frames = slice(seqs.starts[members[0]], seqs.starts[members[0]] + seqs.lengths[members[0]])
+      partner_frame[frames] = np.arange(frames.start, frames.stop)
+      rotation[frames] = np.eye(3)
+      continue
     for i, s in enumerate(members):
       p = members[(i + 1) % len(members)]
       if seqs.lengths[s] != seqs.lengths[p]:
