@@ -126,9 +126,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Cross-view consistency on synchronised calibrated views of the training motion (2D
   # only, no 3D labels; data/views.py): lifts a second view of every window; 0 = off.
   c.loss.w_multiview = 0.0
-  # Monocular rotation cycle (losses.rotation_cycle_error): the lifted pose turned about the
-  # vertical axis by up to rotation_cycle_max_deg, seen by a virtual weak-perspective camera,
-  # lifted again, must come back as the turned pose; a second lift per window; 0 = off.
+  # Monocular rotation cycle (train.train_step; losses.rotate_about_vertical and
+  # virtual_view_2d): the lifted pose turned about the vertical axis by up to
+  # rotation_cycle_max_deg, seen by a virtual weak-perspective camera, lifted again, must
+  # come back as the turned pose; a second lift per window; 0 = off.
   c.loss.w_rotation_cycle = 0.0
   c.loss.rotation_cycle_max_deg = 90.0
 

@@ -55,20 +55,15 @@ def attach(seqs: Sequences) -> Sequences:
                     "multi-view term.", seqs.source, len(alone), ", ".join(alone[:3]),
                     ", ..." if len(alone) > 3 else "")
   for members in groups:
-    if len(members) < 2:  # its own partner: the term is 0 for its windows
-      frames = slice(seqs.starts[members[0]], seqs.starts[members[0]] + seqs.lengths[members[0]])
-      partner_frame[frames] = np.arange(frames.start, frames.stop)
-      rotation[frames] = np.eye(3)
-      continue
     for i, s in enumerate(members):
-      p = members[(i + 1) % len(members)]
+      p = members[(i + 1) % len(members)]  # a sequence alone is its own partner
       if seqs.lengths[s] != seqs.lengths[p]:
         raise DataError(f"{seqs.source}: views {seqs.sequence_name(s)} and "
                         f"{seqs.sequence_name(p)} of one motion have {seqs.lengths[s]} and "
                         f"{seqs.lengths[p]} frames; synchronised views need equal lengths.")
       frames = slice(seqs.starts[s], seqs.starts[s] + seqs.lengths[s])
       partner_frame[frames] = seqs.starts[p] + np.arange(seqs.lengths[s])
-      rotation[frames] = rot[s].T @ rot[p]
+      rotation[frames] = np.eye(3) if p == s else rot[s].T @ rot[p]  # alone: the term is 0
   extras = dict(seqs.extras, view_partner_frame=partner_frame, view_rotation=rotation)
   return Sequences(**{**seqs.__dict__, "extras": extras})
 
