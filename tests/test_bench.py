@@ -36,6 +36,8 @@ def test_bench_quick_tiny(tmp_path):
   f, k, h = 2 * 17 + 2 + 17, 17, 16
   macs = f * h + 2 * 8 * h * h + h * 3 * k + 2 * 3 * k * h + 3 * k * h + 2 * h * h + h * 2 * k
   assert res["model_flops_per_frame_forward"] == 2 * macs
+  # In a 4-frame window each LSTM layer skips the first frame's recurrent product (zero state).
+  assert row["model_flops_per_frame_forward"] == 2 * (macs - 2 * 4 * h * h / 4)
   assert "| 8 x 4 |" in md
 
 

@@ -89,8 +89,32 @@ def test_layer_time_major_equals_batch_major_and_carries_state():
     finally:
       lstm_mod.lstm_scan = old
     return jnp.sum(a ** 2) + jnp.sum(jnp.sin(b))
-  ref = lambda g, m, w, h, c, r, u=1: lstm_mod.lstm_scan_reference(g, m, w, h, c, r)
+  ref = lambda g, m, w, h, c, r, *_: lstm_mod.lstm_scan_reference(g, m, w, h, c, r)
   got = jax.grad(lambda p: loss(lstm_mod.lstm_scan, p))(params)
   want = jax.grad(lambda p: loss(ref, p))(params)
   for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_zero_state_skips_the_first_product_with_the_same_result(reverse):
+  """zero_state=True (the first step's w_rec^T @ 0 and its backward skipped) equals the plain
+  scan from a zero state, ragged masks included (sequence 0's first reversed step is padding)."""
+  (gates_in, mask, w_rec, _, _), (dys, dh, dc) = _inputs(jnp.float32)
+  zeros = jnp.zeros((B, H))
+
+  def loss(scan, gates_in, w_rec, **kw):
+    ys, (h, c) = scan(gates_in, mask, w_rec, zeros, zeros, reverse, **kw)
+    return jnp.sum(ys * dys) + jnp.sum(h * dh) + jnp.sum(c * dc)
+  fast = lambda g, w: loss(lstm_mod.lstm_scan, g, w, zero_state=True)
+  ref = lambda g, w: loss(lstm_mod.lstm_scan_reference, g, w)
+  np.testing.assert_allclose(fast(gates_in, w_rec), ref(gates_in, w_rec), rtol=1e-6)
+  got = jax.grad(fast, argnums=(0, 1))(gates_in, w_rec)
+  want = jax.grad(ref, argnums=(0, 1))(gates_in, w_rec)
+  for name, g, w in zip(("gates_in", "w_rec"), got, want):
+    np.testing.assert_allclose(g, w, atol=1e-5 * np.abs(w).max(), err_msg=name)
+  # The skip is real: a non-zero state passed with the promise gives a different result.
+  ones = jnp.ones((B, H))
+  a = lstm_mod.lstm_scan(gates_in, mask, w_rec, ones, ones, reverse, 1, True)[0]
+  b = lstm_mod.lstm_scan(gates_in, mask, w_rec, ones, ones, reverse, 1, False)[0]
+  assert not np.allclose(a, b)

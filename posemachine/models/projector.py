@@ -15,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from posemachine.models.dense import Dense
+
 
 class Regression(nn.Module):
   num_joints: int
@@ -27,8 +29,8 @@ class Regression(nn.Module):
     """(..., K, 3) metres -> corrected (..., K, 3) metres, root at 0."""
     lead = pose_3d.shape[:-2]
     x = pose_3d.reshape(lead + (-1,)).astype(self.dtype)
-    y = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
-    y = nn.Dense(self.num_joints * 3, dtype=self.dtype, name="fc2",
+    y = nn.relu(Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
+    y = Dense(self.num_joints * 3, dtype=self.dtype, name="fc2",
                  kernel_init=nn.initializers.zeros if self.residual
                  else nn.initializers.lecun_normal())(y)
     y = y.astype(jnp.float32).reshape(pose_3d.shape)
@@ -46,10 +48,10 @@ class Projection(nn.Module):
     """(..., K, 3) metres -> (..., K, 2) normalised 2D projection."""
     lead = pose_3d.shape[:-2]
     x = pose_3d.reshape(lead + (-1,)).astype(self.dtype)
-    a = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
-    y = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc2")(a))
-    b = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc3")(y))
-    out = nn.Dense(self.num_joints * 2, dtype=self.dtype, name="fc4")(a + b)
+    a = nn.relu(Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
+    y = nn.relu(Dense(self.hidden, dtype=self.dtype, name="fc2")(a))
+    b = nn.relu(Dense(self.hidden, dtype=self.dtype, name="fc3")(y))
+    out = Dense(self.num_joints * 2, dtype=self.dtype, name="fc4")(a + b)
     return out.astype(jnp.float32).reshape(lead + (self.num_joints, 2))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from posemachine.models.dense import Dense
 from posemachine.models.lstm import LSTM
 
 
@@ -37,7 +38,7 @@ class PoseTransformer(nn.Module):
     # Time-major inside: the narrow input and output are transposed, not the wide activations.
     features = jnp.swapaxes(features, 0, 1)
     mask = None if mask is None else jnp.swapaxes(mask, 0, 1)
-    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="stem")(features))
+    x = nn.relu(Dense(self.hidden, dtype=self.dtype, name="stem")(features))
     states = []
     for layer in range(self.lstm_layers):
       reverse = self.direction == "bidirectional" and layer % 2 == 1
@@ -45,6 +46,6 @@ class PoseTransformer(nn.Module):
       x, state = LSTM(self.hidden, reverse=reverse, dtype=self.dtype,
                       time_major=True, name=f"lstm_{layer}")(x, mask, init)
       states.append(state)
-    out = jnp.swapaxes(nn.Dense(self.num_joints * 3, dtype=self.dtype, name="head")(x), 0, 1)
+    out = jnp.swapaxes(Dense(self.num_joints * 3, dtype=self.dtype, name="head")(x), 0, 1)
     pose = out.astype(jnp.float32).reshape(b, t, self.num_joints, 3)
     return pose - pose[..., :1, :], states
