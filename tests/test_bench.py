@@ -27,7 +27,9 @@ def test_bench_quick_tiny(tmp_path):
   row = res["rows"][0]
   assert (row["batch"], row["window"]) == (8, 4)
   assert res["matmul_peak_flops"] > 0 and row["jax_steps_per_s"] > 0
-  assert 0 < row["jax_mfu"] < 1.5 and 0 <= row["input_share"] < 1
+  assert 0 < row["jax_mfu"] < 1.5 and 0 < row["jax_mfu_interleaved"] < 1.5
+  assert 0 <= row["input_share"] < 1 and row["jax_interleaved_steps_per_s"] > 0
+  assert row["jax_steps_per_s"] == 1 / row["jax_alone"]["median_s"]
   assert row["jax"]["compile_s"] > 0 and row["jax"]["compile_warm_s"] > 0
   assert row["jax"]["p10_s"] <= row["jax"]["median_s"] <= row["jax"]["p90_s"]
   # Every PyTorch row is either measured or reported (never silently missing).

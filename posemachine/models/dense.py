@@ -2,10 +2,10 @@
 
 Autodiff of `x @ w` computes dw = x^T @ dy as a dot that contracts the leading (row) axis
 of x. XLA's CPU backend runs that form through Eigen at ~140-150 GFLOP/s on the
-development CPU, against ~190-210 for row-major operands through YNNPACK. `dense_product`
-materialises x^T first (an optimisation barrier stops XLA from folding the transpose back
-into the dot), so the weight gradient is a plain (D, M) x (M, N) product; the copy costs
-one pass over x. On GPU/TPU the BLAS reads transposed operands for free, so there it is
+development CPU, against ~190-210 for row-major operands through YNNPACK, when x has
+few rows. `dense_product` then materialises x^T first (an optimisation barrier stops XLA
+from folding the transpose back into the dot), so the weight gradient is a plain
+(D, M) x (M, N) product; the copy costs one pass over x. On GPU/TPU the BLAS reads transposed operands for free, so there it is
 plain autodiff. Same maths either way (tests/test_dense.py).
 """
 
@@ -16,6 +16,13 @@ import functools
 import flax.linen as nn
 import jax
 from jax import lax
+
+
+# Up to this many rows (frames) the materialised transpose pays: x^T @ dy for a 1024-wide x
+# ran at 186-206 vs 175-194 GFLOP/s (Eigen) at 1024-2048 rows on the development CPU, and
+# at 161-191 vs 178-199 from 4096 rows on (the transpose of a large x costs more than the
+# faster product saves).
+MATERIALISE_MAX_ROWS = 2048
 
 
 def _standard(x, w, dimension_numbers):
@@ -43,7 +50,7 @@ def _bwd(res, dy):
   dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))  # dy @ w^T
   x2 = x.reshape(-1, x.shape[-1])
   dy2 = dy.reshape(-1, dy.shape[-1])
-  if jax.default_backend() == "cpu":
+  if jax.default_backend() == "cpu" and x2.shape[0] <= MATERIALISE_MAX_ROWS:
     dw = lax.optimization_barrier(x2.T) @ dy2
   else:
     dw = lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))

@@ -75,8 +75,8 @@ def lstm_scan(gates_in, mask, w_rec, h0, c0, reverse=False, unroll=1, zero_state
   """Same contract as `lstm_scan_reference`, with the fast backward pass. `unroll`: scan unroll.
 
   zero_state: the caller promises h0 = c0 = 0 and needs no gradient for them: the first
-  step's recurrent product (w_rec^T @ 0) and its backward products are skipped, 1/T of
-  the recurrent work. Their cotangents are then returned as zeros.
+  step's recurrent product (w_rec^T @ 0) and the backward product into the initial state
+  are skipped, 1/T of those products. Their cotangents are then returned as zeros.
   """
   return _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state)[0]
 
@@ -90,31 +90,48 @@ def _skip_at(first, t, fn, arg):
   return jax.lax.cond(t == first, lambda a: jnp.zeros_like(fn(a)), fn, arg)
 
 
-def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state=False):
-  # Inside the scan the state is feature-major, (H, B): the recurrent product is then
-  # w_rec^T (4H, H) @ h^T (H, B) (measured about 15 % faster on this CPU than
-  # h (B, H) @ w_rec (H, 4H) at B = 64). The caller's arrays stay (T, B, ...): the scan's
-  # inputs are turned feature-major once before it and its outputs once after it (reading
-  # and writing transposed slices inside the loop cost 5 % and 7 % of a batch-1024 step).
-  w_t = w_rec.T
-  first = _first_index(gates_in.shape[0], reverse)
+# Layout of the state inside the scan. Feature-major, (H, B), for small batches: the
+# recurrent product is then w_rec^T (4H, H) @ h^T (H, B), measured about 15 % faster on
+# the development CPU than h (B, H) @ w_rec (H, 4H) at B = 64; the scan's (T, B, 4H) inputs
+# are turned feature-major once before it and its outputs back once after it. Batch-major,
+# (B, H), above FEATURE_MAJOR_MAX_BATCH: at B = 1024 the products are large either way and
+# those turns (256 MB each at 16 frames) cost more than they save.
+FEATURE_MAJOR_MAX_BATCH = 256
 
-  def recurrent(h):
-    return w_t @ h.astype(w_t.dtype)
+
+def _feature_major(batch):
+  return batch <= FEATURE_MAJOR_MAX_BATCH
+
+
+def _turn(x, fm):
+  """(T, B, F) <-> (T, F, B) when feature-major; as is otherwise."""
+  return jnp.swapaxes(x, 1, 2) if fm else x
+
+
+def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state=False):
+  fm = _feature_major(gates_in.shape[1])
+  axis = 0 if fm else -1
+  first = _first_index(gates_in.shape[0], reverse)
+  if fm:
+    w_t = w_rec.T
+    recurrent = lambda h: w_t @ h.astype(w_t.dtype)
+  else:
+    recurrent = lambda h: h.astype(w_rec.dtype) @ w_rec
 
   def step(carry, inputs):
     h, c = carry
     g_in, m, t = inputs
     rec = _skip_at(first, t, recurrent, h) if zero_state else recurrent(h)
     gates = (g_in + rec).astype(jnp.float32)
-    h_new, c_keep, acts, c_new = _update(gates, h, c, m.T, axis=0)
-    return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep, jnp.concatenate(acts, 0),
-                             c_new)
+    h_new, c_keep, acts, c_new = _update(gates, h, c, m.T if fm else m, axis=axis)
+    return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep,
+                             jnp.concatenate(acts, axis), c_new)
+  carry = (h0.T, c0.T) if fm else (h0, c0)
   (h_t, c_t), (ys, cs, acts, c_raw) = jax.lax.scan(
-      step, (h0.T, c0.T), (jnp.swapaxes(gates_in, 1, 2), mask, jnp.arange(gates_in.shape[0])),
+      step, carry, (_turn(gates_in, fm), mask, jnp.arange(gates_in.shape[0])),
       reverse=reverse, unroll=unroll)
-  ys = jnp.swapaxes(ys, 1, 2)
-  return (ys, (h_t.T, c_t.T)), (cs, acts, c_raw)
+  final = (h_t.T, c_t.T) if fm else (h_t, c_t)
+  return (_turn(ys, fm), final), (cs, acts, c_raw)
 
 
 def _fwd(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state):
@@ -122,13 +139,15 @@ def _fwd(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state):
                                     zero_state)
   ys = out[0]
   # States entering each step: the initial state, then the carried ones, in scan order.
-  # ys is (T, B, H); cs, acts and c_raw are feature-major (T, H or 4H, B).
+  # ys is (T, B, H); cs, acts and c_raw are in the scan's layout ((T, H or 4H, B) if
+  # feature-major).
+  c0_s = c0.T if _feature_major(gates_in.shape[1]) else c0
   if reverse:
     h_prev = jnp.concatenate([ys[1:], h0.astype(ys.dtype)[None]], 0)
-    c_prev = jnp.concatenate([cs[1:], c0.T[None]], 0)
+    c_prev = jnp.concatenate([cs[1:], c0_s[None]], 0)
   else:
     h_prev = jnp.concatenate([h0.astype(ys.dtype)[None], ys[:-1]], 0)
-    c_prev = jnp.concatenate([c0.T[None], cs[:-1]], 0)
+    c_prev = jnp.concatenate([c0_s[None], cs[:-1]], 0)
   return out, (mask, w_rec, h_prev, c_prev, acts, c_raw)
 
 
@@ -138,42 +157,45 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
   cdt = w_rec.dtype
   num_steps = mask.shape[0]
   first = _first_index(num_steps, reverse)
-
-  def recurrent(d_gates):
-    return w_rec @ d_gates
+  fm = _feature_major(mask.shape[1])
+  axis = 0 if fm else -1
+  if fm:
+    recurrent = lambda d_gates: w_rec @ d_gates
+  else:  # d_gates (B, 4H) @ w_rec^T: the BLAS reads the transposed operand as laid out.
+    recurrent = lambda d_gates: jax.lax.dot_general(d_gates, w_rec, (((1,), (1,)), ((), ())))
 
   def step(carry, inputs):
-    dh, dc = carry  # (H, B)
+    dh, dc = carry  # (H, B) if feature-major, else (B, H)
     dy, m, cp, a, cr, t = inputs
-    m = m.T.astype(jnp.float32)
+    m = (m.T if fm else m).astype(jnp.float32)
     dh = dh + dy.astype(jnp.float32)
-    i, f, g, o = jnp.split(a, 4, axis=0)
+    i, f, g, o = jnp.split(a, 4, axis=axis)
     dh_new, dc_new = m * dh, m * dc
     tc = jnp.tanh(cr)
     dc_new = dc_new + dh_new * o * (1 - tc * tc)
     d_gates = jnp.concatenate([dc_new * g * i * (1 - i), dc_new * cp * f * (1 - f),
-                               dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], 0)
+                               dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], axis)
     d_gates = d_gates.astype(cdt)
     rec = _skip_at(first, t, recurrent, d_gates) if zero_state else recurrent(d_gates)
     dh_prev = (1 - m) * dh + rec.astype(jnp.float32)
     dc_prev = (1 - m) * dc + dc_new * f
     return (dh_prev, dc_prev), d_gates
 
+  carry = (dh_final.T, dc_final.T) if fm else (dh_final, dc_final)
   (dh0, dc0), d_gates = jax.lax.scan(
-      step, (dh_final.T, dc_final.T),
-      (jnp.swapaxes(dys, 1, 2), mask, c_prev, acts, c_raw, jnp.arange(num_steps)),
+      step, carry, (_turn(dys, fm), mask, c_prev, acts, c_raw, jnp.arange(num_steps)),
       reverse=not reverse, unroll=unroll)
-  d_gates = jnp.swapaxes(d_gates, 1, 2)  # (T, 4H, B) -> (T, B, 4H) once (see _forward).
-  # The recurrent weight gradient: one matmul over all T*B frames (over the T-1 frames
-  # whose entering state is not the zero initial state, with zero_state).
-  h_rec, d_rec = h_prev, d_gates
+  d_gates = _turn(d_gates, fm)  # (T, B, 4H)
+  if fm:
+    dh0, dc0 = dh0.T, dc0.T
+  # The recurrent weight gradient: one matmul over all T*B frames. With zero_state the
+  # first step's block of h_prev is zero; slicing it away made XLA copy d_gates once more,
+  # in a slow fused transpose (0.7 s of a batch-1024 step), so it stays in.
   if zero_state:
-    keep = slice(0, num_steps - 1) if reverse else slice(1, num_steps)
-    h_rec, d_rec = h_prev[keep], d_gates[keep]
     dh0, dc0 = jnp.zeros_like(dh0), jnp.zeros_like(dc0)
-  dw = jnp.einsum("tbh,tbg->hg", h_rec, d_rec,
+  dw = jnp.einsum("tbh,tbg->hg", h_prev, d_gates,
                   preferred_element_type=jnp.float32).astype(cdt)
-  return d_gates, jnp.zeros_like(mask), dw, dh0.T, dc0.T
+  return d_gates, jnp.zeros_like(mask), dw, dh0, dc0
 
 
 lstm_scan.defvjp(_fwd, _bwd)
