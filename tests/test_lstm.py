@@ -10,6 +10,14 @@ from posemachine.models import lstm as lstm_mod
 T, B, H = 7, 3, 5
 
 
+@pytest.fixture(autouse=True, params=["feature_major", "batch_major"])
+def state_layout(request, monkeypatch):
+  """Every test runs with both layouts of the state inside the scan (chosen by batch size)."""
+  monkeypatch.setattr(lstm_mod, "FEATURE_MAJOR_MAX_BATCH",
+                      1 << 30 if request.param == "feature_major" else 0)
+  return request.param
+
+
 def _inputs(dtype):
   k = jax.random.split(jax.random.key(0), 7)
   gates_in = jax.random.normal(k[0], (T, B, 4 * H)).astype(dtype)
