@@ -45,40 +45,42 @@ def _update(gates, h_prev, c_prev, m, axis):
   return h_new, c_keep, (i, f, g, o), c_new
 
 
-def _cell(g_in, h_prev, c_prev, m, w_rec):
-  """One step. g_in (B, 4H) compute dtype; h_prev, c_prev (B, H) f32; m (B, 1). See _update."""
-  gates = (g_in + h_prev.astype(w_rec.dtype) @ w_rec).astype(jnp.float32)
+def _cell(g_in, h_prev, c_prev, m, w_rec, bias):
+  """One step. g_in (B, 4H), bias (4H,) compute dtype; h_prev, c_prev (B, H) f32; m (B, 1).
+  See _update."""
+  gates = (g_in + h_prev.astype(w_rec.dtype) @ w_rec + bias).astype(jnp.float32)
   return _update(gates, h_prev, c_prev, m, axis=-1)
 
 
-def lstm_scan_reference(gates_in, mask, w_rec, h0, c0, reverse=False):
+def lstm_scan_reference(gates_in, mask, w_rec, bias, h0, c0, reverse=False):
   """The recurrence by plain autodiff of `lax.scan` (the definition; used in tests).
 
   Args:
-    gates_in: (T, B, 4H) input projection + bias, compute dtype (the dtype of w_rec).
+    gates_in: (T, B, 4H) input projection, compute dtype (the dtype of w_rec).
     mask: (T, B, 1) frame mask, 1 for real frames (state held where 0).
     w_rec: (H, 4H) recurrent weights in the compute dtype; gate order i, f, g, o.
+    bias: (4H,) gate bias in the compute dtype.
     h0, c0: (B, H) float32 initial state.
     reverse: scan from the last frame to the first.
   Returns:
     ys (T, B, H) in the compute dtype, final (h, c) each (B, H) float32.
   """
   def step(carry, inputs):
-    h, c, _, _ = _cell(inputs[0], carry[0], carry[1], inputs[1], w_rec)
+    h, c, _, _ = _cell(inputs[0], carry[0], carry[1], inputs[1], w_rec, bias)
     return (h, c), h.astype(w_rec.dtype)
   final, ys = jax.lax.scan(step, (h0, c0), (gates_in, mask), reverse=reverse)
   return ys, final
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def lstm_scan(gates_in, mask, w_rec, h0, c0, reverse=False, unroll=1, zero_state=False):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def lstm_scan(gates_in, mask, w_rec, bias, h0, c0, reverse=False, unroll=1, zero_state=False):
   """Same contract as `lstm_scan_reference`, with the fast backward pass. `unroll`: scan unroll.
 
   zero_state: the caller promises h0 = c0 = 0 and needs no gradient for them: the first
   step's recurrent product (w_rec^T @ 0) and the backward product into the initial state
   are skipped, 1/T of those products. Their cotangents are then returned as zeros.
   """
-  return _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state)[0]
+  return _forward(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state)[0]
 
 
 def _first_index(num_steps, reverse):
@@ -95,7 +97,7 @@ def _skip_at(first, t, fn, arg):
 # the development CPU than h (B, H) @ w_rec (H, 4H) at B = 64; the scan's (T, B, 4H) inputs
 # are turned feature-major once before it and its outputs back once after it. Batch-major,
 # (B, H), above FEATURE_MAJOR_MAX_BATCH: at B = 1024 the products are large either way and
-# those turns (256 MB each at 16 frames) cost more than they save.
+# those turns (256 MB each at 16 frames) cost as much as they save.
 FEATURE_MAJOR_MAX_BATCH = 256
 
 
@@ -108,10 +110,11 @@ def _turn(x, fm):
   return jnp.swapaxes(x, 1, 2) if fm else x
 
 
-def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state=False):
+def _forward(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state=False):
   fm = _feature_major(gates_in.shape[1])
   axis = 0 if fm else -1
   first = _first_index(gates_in.shape[0], reverse)
+  b = bias[:, None] if fm else bias
   if fm:
     w_t = w_rec.T
     recurrent = lambda h: w_t @ h.astype(w_t.dtype)
@@ -122,24 +125,25 @@ def _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state=False):
     h, c = carry
     g_in, m, t = inputs
     rec = _skip_at(first, t, recurrent, h) if zero_state else recurrent(h)
-    gates = (g_in + rec).astype(jnp.float32)
-    h_new, c_keep, acts, c_new = _update(gates, h, c, m.T if fm else m, axis=axis)
-    return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep,
-                             jnp.concatenate(acts, axis), c_new)
+    gates = (g_in + rec + b).astype(jnp.float32)
+    h_new, c_keep, acts, _ = _update(gates, h, c, m.T if fm else m, axis=axis)
+    # The raw new cell state is not kept: the backward pass recomputes it from the
+    # activations and the entering state (one stacked (T, B, H) output less).
+    return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep, jnp.concatenate(acts, axis))
   carry = (h0.T, c0.T) if fm else (h0, c0)
-  (h_t, c_t), (ys, cs, acts, c_raw) = jax.lax.scan(
+  (h_t, c_t), (ys, cs, acts) = jax.lax.scan(
       step, carry, (_turn(gates_in, fm), mask, jnp.arange(gates_in.shape[0])),
       reverse=reverse, unroll=unroll)
   final = (h_t.T, c_t.T) if fm else (h_t, c_t)
-  return (_turn(ys, fm), final), (cs, acts, c_raw)
+  return (_turn(ys, fm), final), (cs, acts)
 
 
-def _fwd(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state):
-  out, (cs, acts, c_raw) = _forward(gates_in, mask, w_rec, h0, c0, reverse, unroll,
-                                    zero_state)
+def _fwd(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state):
+  out, (cs, acts) = _forward(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll,
+                             zero_state)
   ys = out[0]
   # States entering each step: the initial state, then the carried ones, in scan order.
-  # ys is (T, B, H); cs, acts and c_raw are in the scan's layout ((T, H or 4H, B) if
+  # ys is (T, B, H); cs and acts are in the scan's layout ((T, H or 4H, B) if
   # feature-major).
   c0_s = c0.T if _feature_major(gates_in.shape[1]) else c0
   if reverse:
@@ -148,16 +152,16 @@ def _fwd(gates_in, mask, w_rec, h0, c0, reverse, unroll, zero_state):
   else:
     h_prev = jnp.concatenate([h0.astype(ys.dtype)[None], ys[:-1]], 0)
     c_prev = jnp.concatenate([c0_s[None], cs[:-1]], 0)
-  return out, (mask, w_rec, h_prev, c_prev, acts, c_raw)
+  return out, (mask, w_rec, h_prev, c_prev, acts)
 
 
 def _bwd(reverse, unroll, zero_state, res, cotangents):
-  mask, w_rec, h_prev, c_prev, acts, c_raw = res
+  mask, w_rec, h_prev, c_prev, acts = res
   dys, (dh_final, dc_final) = cotangents
   cdt = w_rec.dtype
-  num_steps = mask.shape[0]
+  num_steps, batch = mask.shape[:2]
   first = _first_index(num_steps, reverse)
-  fm = _feature_major(mask.shape[1])
+  fm = _feature_major(batch)
   axis = 0 if fm else -1
   if fm:
     recurrent = lambda d_gates: w_rec @ d_gates
@@ -166,12 +170,12 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
 
   def step(carry, inputs):
     dh, dc = carry  # (H, B) if feature-major, else (B, H)
-    dy, m, cp, a, cr, t = inputs
+    dy, m, cp, a, t = inputs
     m = (m.T if fm else m).astype(jnp.float32)
     dh = dh + dy.astype(jnp.float32)
     i, f, g, o = jnp.split(a, 4, axis=axis)
     dh_new, dc_new = m * dh, m * dc
-    tc = jnp.tanh(cr)
+    tc = jnp.tanh(f * cp + i * g)  # the forward's raw new cell state, recomputed
     dc_new = dc_new + dh_new * o * (1 - tc * tc)
     d_gates = jnp.concatenate([dc_new * g * i * (1 - i), dc_new * cp * f * (1 - f),
                                dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], axis)
@@ -183,7 +187,7 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
 
   carry = (dh_final.T, dc_final.T) if fm else (dh_final, dc_final)
   (dh0, dc0), d_gates = jax.lax.scan(
-      step, carry, (_turn(dys, fm), mask, c_prev, acts, c_raw, jnp.arange(num_steps)),
+      step, carry, (_turn(dys, fm), mask, c_prev, acts, jnp.arange(num_steps)),
       reverse=not reverse, unroll=unroll)
   d_gates = _turn(d_gates, fm)  # (T, B, 4H)
   if fm:
@@ -195,7 +199,12 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
     dh0, dc0 = jnp.zeros_like(dh0), jnp.zeros_like(dc0)
   dw = jnp.einsum("tbh,tbg->hg", h_prev, d_gates,
                   preferred_element_type=jnp.float32).astype(cdt)
-  return d_gates, jnp.zeros_like(mask), dw, dh0, dc0
+  # The bias gradient as a matrix-vector product (a reduction over 256 MB ran 4-8x slower
+  # beside the large matmuls at batch 1024).
+  d_flat = d_gates.reshape(-1, d_gates.shape[-1])
+  d_bias = jnp.dot(jnp.ones((d_flat.shape[0],), cdt), d_flat,
+                   preferred_element_type=jnp.float32).astype(cdt)
+  return d_gates, jnp.zeros_like(mask), dw, d_bias, dh0, dc0
 
 
 lstm_scan.defvjp(_fwd, _bwd)
@@ -237,9 +246,8 @@ class LSTM(nn.Module):
     w_in = self.param("w_in", nn.initializers.lecun_normal(), (d, 4 * h))
     w_rec = self.param("w_rec", nn.initializers.orthogonal(), (h, 4 * h))
     bias = self.param("bias", _forget_bias_init, (4 * h,))
-    # Hoisted input projection: one (T*B, D) x (D, 4H) matmul.
+    # Hoisted input projection: one (T*B, D) x (D, 4H) matmul (the bias is added in the scan).
     gates_in = dense.dense_product(x.astype(self.dtype), w_in.astype(self.dtype))
-    gates_in = gates_in + bias.astype(self.dtype)
     if mask is None:
       mask = jnp.ones(x.shape[:2], jnp.float32)
     mask = mask.astype(jnp.float32)[..., None]
@@ -247,6 +255,6 @@ class LSTM(nn.Module):
     if initial_state is None:
       initial_state = (jnp.zeros((b, h), jnp.float32), jnp.zeros((b, h), jnp.float32))
     h0, c0 = (s.astype(jnp.float32) for s in initial_state)
-    ys, final = lstm_scan(gates_in, mask, w_rec.astype(self.dtype), h0, c0,
-                          self.reverse, self.unroll, zero_state)
+    ys, final = lstm_scan(gates_in, mask, w_rec.astype(self.dtype), bias.astype(self.dtype),
+                          h0, c0, self.reverse, self.unroll, zero_state)
     return (ys if self.time_major else jnp.swapaxes(ys, 0, 1)), final
