@@ -50,7 +50,9 @@ def _bwd(res, dy):
   dx = lax.dot_general(dy, w, (((dy.ndim - 1,), (1,)), ((), ())))  # dy @ w^T
   x2 = x.reshape(-1, x.shape[-1])
   dy2 = dy.reshape(-1, dy.shape[-1])
-  if jax.default_backend() == "cpu" and x2.shape[0] <= MATERIALISE_MAX_ROWS:
+  rows = x2.shape[0]
+  if (jax.default_backend() == "cpu" and isinstance(rows, int)
+      and rows <= MATERIALISE_MAX_ROWS):
     dw = lax.optimization_barrier(x2.T) @ dy2
   else:
     dw = lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))

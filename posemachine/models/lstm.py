@@ -102,7 +102,8 @@ FEATURE_MAJOR_MAX_BATCH = 256
 
 
 def _feature_major(batch):
-  return batch <= FEATURE_MAJOR_MAX_BATCH
+  # A symbolic batch (jax.export with a polymorphic batch dimension): feature-major.
+  return not isinstance(batch, int) or batch <= FEATURE_MAJOR_MAX_BATCH
 
 
 def _turn(x, fm):
