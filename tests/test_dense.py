@@ -9,10 +9,12 @@ import pytest
 from posemachine.models import dense
 
 
+@pytest.mark.parametrize("max_rows", [dense.MATERIALISE_MAX_ROWS, 0])  # x^T copied / not
 @pytest.mark.parametrize("shape,dtype,tol", [((6, 5), jnp.float32, 1e-6),
                                              ((3, 4, 5), jnp.float32, 1e-6),
                                              ((3, 4, 5), jnp.bfloat16, 1e-2)])
-def test_gradients_equal_autodiff(shape, dtype, tol):
+def test_gradients_equal_autodiff(shape, dtype, tol, max_rows, monkeypatch):
+  monkeypatch.setattr(dense, "MATERIALISE_MAX_ROWS", max_rows)
   k = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(k[0], shape).astype(dtype)
   w = jax.random.normal(k[1], (shape[-1], 7)).astype(dtype)

@@ -5,8 +5,9 @@ of x. XLA's CPU backend runs that form through Eigen at ~140-150 GFLOP/s on the
 development CPU, against ~190-210 for row-major operands through YNNPACK, when x has
 few rows. `dense_product` then materialises x^T first (an optimisation barrier stops XLA
 from folding the transpose back into the dot), so the weight gradient is a plain
-(D, M) x (M, N) product; the copy costs one pass over x. On GPU/TPU the BLAS reads transposed operands for free, so there it is
-plain autodiff. Same maths either way (tests/test_dense.py).
+(D, M) x (M, N) product; the copy costs one pass over x. With more rows, and on GPU/TPU
+(whose BLAS reads transposed operands for free), it is plain autodiff. Same maths either
+way (tests/test_dense.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     return dense_product(lhs, rhs)
   return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                          preferred_element_type=preferred_element_type)
-
 
 
 # flax's Dense with this product.

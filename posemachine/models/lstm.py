@@ -33,7 +33,7 @@ def _update(gates, h_prev, c_prev, m, axis):
   """The cell update from float32 pre-activations `gates` (i, f, g, o stacked along `axis`);
   h_prev, c_prev and the mask m broadcast against one gate block.
 
-  Returns the new (h, c) (held where m == 0) and the activations (i, f, g, o) and raw c.
+  Returns the new (h, c) (held where m == 0) and the activations (i, f, g, o).
   """
   i, f, g, o = jnp.split(gates, 4, axis=axis)
   i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -42,7 +42,7 @@ def _update(gates, h_prev, c_prev, m, axis):
   m = m.astype(jnp.float32)
   h_new = m * h_new + (1 - m) * h_prev
   c_keep = m * c_new + (1 - m) * c_prev
-  return h_new, c_keep, (i, f, g, o), c_new
+  return h_new, c_keep, (i, f, g, o)
 
 
 def _cell(g_in, h_prev, c_prev, m, w_rec, bias):
@@ -66,7 +66,7 @@ def lstm_scan_reference(gates_in, mask, w_rec, bias, h0, c0, reverse=False):
     ys (T, B, H) in the compute dtype, final (h, c) each (B, H) float32.
   """
   def step(carry, inputs):
-    h, c, _, _ = _cell(inputs[0], carry[0], carry[1], inputs[1], w_rec, bias)
+    h, c, _ = _cell(inputs[0], carry[0], carry[1], inputs[1], w_rec, bias)
     return (h, c), h.astype(w_rec.dtype)
   final, ys = jax.lax.scan(step, (h0, c0), (gates_in, mask), reverse=reverse)
   return ys, final
@@ -127,7 +127,7 @@ def _forward(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state=Fa
     g_in, m, t = inputs
     rec = _skip_at(first, t, recurrent, h) if zero_state else recurrent(h)
     gates = (g_in + rec + b).astype(jnp.float32)
-    h_new, c_keep, acts, _ = _update(gates, h, c, m.T if fm else m, axis=axis)
+    h_new, c_keep, acts = _update(gates, h, c, m.T if fm else m, axis=axis)
     # The raw new cell state is not kept: the backward pass recomputes it from the
     # activations and the entering state (one stacked (T, B, H) output less).
     return (h_new, c_keep), (h_new.astype(w_rec.dtype), c_keep, jnp.concatenate(acts, axis))
