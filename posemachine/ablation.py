@@ -35,7 +35,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from posemachine import io_utils, train
+from posemachine import host_memory, io_utils, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Base configuration file.")
@@ -142,6 +142,7 @@ def write_report(workdir, rows, base):
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   base = FLAGS.config
   base.data.labelled_by = FLAGS.labelled_by
   if FLAGS.steps:

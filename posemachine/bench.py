@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posemachine import compile_cache, config_defaults, io_utils, train
+from posemachine import compile_cache, config_defaults, host_memory, io_utils, train
 from posemachine.data import pipeline, synthetic
 from posemachine.models import machine
 
@@ -248,6 +248,7 @@ def machine_parents():
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   quick = FLAGS.quick
   shapes = FLAGS.shapes or (["64x16"] if quick else ["64x16", "64x243", "1024x16"])
   steps = FLAGS.steps or (5 if quick else 20)
@@ -334,13 +335,17 @@ def main(argv):
       "dtype": "float32", "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
       "model_flops_per_frame_forward": fpf, "train_flops_per_frame": 3 * fpf,
       "quick": quick, "steps": steps, "rows": rows,
+      # Both frameworks run in this process, so both get posemachine's host malloc settings.
+      "host_malloc_kept": host_memory.active(),
   }
   lines = [f"Device: {result['device']} ({result['device_kind']}), {result['cpu_count']} CPUs, "
            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; jax {result['jax']}, "
            f"torch {result['torch'] or torch_skip}; width {config.model.hidden}, float32; "
            f"matmul peak {peak / 1e9:.1f} GFLOP/s; train FLOPs/frame {3 * fpf / 1e6:.1f} M "
            "(less the first frame's recurrent products in each window, see MFU); "
-           f"{steps} timed steps per row: JAX alone, then JAX and PyTorch interleaved.", "",
+           f"{steps} timed steps per row: JAX alone, then JAX and PyTorch interleaved; host "
+           f"malloc: {'freed memory kept' if result['host_malloc_kept'] else 'glibc defaults'} "
+           "(both frameworks).", "",
            "| batch x window | JAX steps/s (p10-p90) | JAX frames/s | matmul peak GFLOP/s | MFU "
            "(interleaved) | compile cold / warm (s) | input share | JAX steps/s interleaved "
            "| PyTorch eager steps/s | JAX / eager | PyTorch compile steps/s | "

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from posemachine import image_train, io_utils, train
+from posemachine import host_memory, image_train, io_utils, train
 from posemachine.data import pipeline
 from posemachine.models import image_machine
 
@@ -92,6 +92,7 @@ def run(config, stage: str, steps: int, rounds: int = 3) -> dict:
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   res = run(FLAGS.config, FLAGS.stage, FLAGS.steps, FLAGS.rounds)
   print(f"{res['device']}, {res['cpu_count']} CPUs, load {res['load_avg'][0]:.2f}; stage "
         f"{res['stage']}: {res['frames_per_step']} frames/step at {res['crop']} px, "

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from posemachine import io_utils, train
+from posemachine import host_memory, io_utils, train
 from posemachine import image_train
 from posemachine.data import pipeline, render
 from posemachine.models import image_machine
@@ -132,6 +132,7 @@ def format_table(res: dict) -> str:
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   res = run(FLAGS.config, FLAGS.steps, FLAGS.warmup)
   table = format_table(res)
   print(table)

@@ -28,7 +28,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from posemachine import config_defaults, io_utils, train
+from posemachine import config_defaults, host_memory, io_utils, train
 from posemachine.data import device_sampler, pipeline, sequences
 from posemachine.models import machine
 
@@ -189,6 +189,7 @@ def run(sizes, steps, rounds, frames, num_sequences, noise_px, flip, out) -> dic
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   result = run(FLAGS.sizes, FLAGS.steps, FLAGS.rounds, FLAGS.frames, FLAGS.sequences,
                FLAGS.noise_px, FLAGS.flip, FLAGS.out)
   print(markdown(result), end="")

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from posemachine import config_defaults, refine
+from posemachine import config_defaults, host_memory, refine
 from posemachine.models import machine, projector
 
 FLAGS = flags.FLAGS
@@ -52,6 +52,7 @@ def _median_time(fn, repeats):
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   config = config_defaults.get_config()
   config.model.hidden = config.model.projector_hidden = FLAGS.hidden
   r = config.refine
@@ -148,7 +149,7 @@ def main(argv):
       "jitted_loop_min_max_s": [jl_min, jl_max],
       "speedup_vs_reference_loop": per(ref_med, m_loop) / per(b_med, n),
       "speedup_vs_jitted_loop": per(jl_med, m_loop) / per(b_med, n),
-      "loop_matches_batched": bool(same),
+      "loop_matches_batched": bool(same), "host_malloc_kept": host_memory.active(),
   }
   print(json.dumps(res, indent=2))
   print(f"\nBatched correction of {n} samples ({t} frames, width {FLAGS.hidden}, {r.steps} steps) "

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from posemachine import config_defaults, inference
+from posemachine import config_defaults, host_memory, inference
 from posemachine.models import machine
 
 FLAGS = flags.FLAGS
@@ -112,6 +112,7 @@ def bench_width(hidden: int, frames: int, warmup: int, batch: int, clip: int,
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   dev = jax.devices()[0]
   print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}; host "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "

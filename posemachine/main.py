@@ -16,7 +16,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from posemachine import compile_cache, distributed, errors, train
+from posemachine import compile_cache, distributed, errors, host_memory, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -48,6 +48,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # Before anything touches the devices.
+  host_memory.keep_freed_memory()
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id)
   cache = compile_cache.enable(compile_cache.default_dir() if FLAGS.compilation_cache is None
@@ -55,6 +56,7 @@ def main(argv):
   logging.info("Persistent compilation cache: %s", cache or "off")
   logging.info("JAX %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
                jax.devices())
+  logging.info(host_memory.after_backend_start(jax.default_backend()))
   try:
     if FLAGS.mode == "train":
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

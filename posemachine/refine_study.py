@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from posemachine import evaluate, io_utils, train
+from posemachine import evaluate, host_memory, io_utils, train
 from posemachine.data import pipeline
 from posemachine.models import machine
 
@@ -132,6 +132,7 @@ def write_report(out, rows, split, step):
 
 def main(argv):
   del argv
+  host_memory.keep_freed_memory()  # before JAX starts its backend
   config = FLAGS.config
   out = FLAGS.out or os.path.join(FLAGS.workdir, "refine_study")
   os.makedirs(out, exist_ok=True)
