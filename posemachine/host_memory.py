@@ -14,14 +14,19 @@ returning it to the system. It must run before JAX starts its backend (a worker 
 keeps the malloc arena it took on its first allocation; afterwards it has no effect).
 
 posemachine's command-line entry points call it first; importing posemachine changes
-nothing. POSEMACHINE_HOST_MALLOC=system leaves glibc's defaults. `after_backend_start()`
-restores mmap and trimming where the backend is not the CPU (device memory is not malloc).
+nothing. POSEMACHINE_HOST_MALLOC=system leaves glibc's defaults. It also leaves them where
+the backend may be an accelerator (device memory is not malloc): $JAX_PLATFORMS names
+another platform first, or, with $JAX_PLATFORMS unset, a JAX PJRT plugin (CUDA, ROCm, ...)
+or libtpu is installed, found the way JAX discovers them. `after_backend_start()` restores
+mmap and trimming should the backend still turn out not to be the CPU.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
 import os
 
 ENV = "POSEMACHINE_HOST_MALLOC"
@@ -53,10 +58,20 @@ def _mallopt():
   return fn
 
 
+def cpu_backend_expected() -> bool:
+  """Whether JAX will run on the CPU, judged before its backend starts (see above)."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip().lower() == "cpu"
+  plugins = importlib.metadata.entry_points(group="jax_plugins")
+  return not plugins and not any(importlib.util.find_spec(name) is not None
+                                 for name in ("jax_plugins", "libtpu"))
+
+
 def keep_freed_memory() -> bool:
-  """Applies the settings above unless POSEMACHINE_HOST_MALLOC=system; returns whether they
-  are in force (False also without glibc)."""
-  if mode() == "system":
+  """Applies the settings above unless POSEMACHINE_HOST_MALLOC=system or the backend may be
+  an accelerator; returns whether they are in force (False also without glibc)."""
+  if mode() == "system" or not cpu_backend_expected():
     return False
   mallopt = _mallopt()
   if mallopt is None:

@@ -74,3 +74,26 @@ def test_mode_reads_the_environment(monkeypatch):
   monkeypatch.setenv(host_memory.ENV, "never")
   with pytest.raises(ValueError, match="POSEMACHINE_HOST_MALLOC='never': expected one of keep"):
     host_memory.mode()
+
+
+def test_accelerator_platforms_keep_the_glibc_defaults(monkeypatch):
+  """Decided before JAX starts: these cases return before any mallopt call."""
+  monkeypatch.delenv(host_memory.ENV, raising=False)
+  for platforms in ("cuda", "tpu,cpu", "rocm"):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert not host_memory.cpu_backend_expected()
+    assert not host_memory.keep_freed_memory() and not host_memory.active()
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu,cuda")
+  assert host_memory.cpu_backend_expected()
+  # JAX_PLATFORMS unset: an installed PJRT plugin or libtpu may take the backend.
+  monkeypatch.delenv("JAX_PLATFORMS")
+  monkeypatch.setattr(host_memory.importlib.metadata, "entry_points",
+                      lambda group: ["jax_cuda12_plugin"] if group == "jax_plugins" else [])
+  assert not host_memory.cpu_backend_expected()
+  assert not host_memory.keep_freed_memory() and not host_memory.active()
+  monkeypatch.setattr(host_memory.importlib.metadata, "entry_points", lambda group: [])
+  monkeypatch.setattr(host_memory.importlib.util, "find_spec",
+                      lambda name: object() if name == "libtpu" else None)
+  assert not host_memory.cpu_backend_expected()
+  monkeypatch.setattr(host_memory.importlib.util, "find_spec", lambda name: None)
+  assert host_memory.cpu_backend_expected()
