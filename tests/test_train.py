@@ -126,3 +126,22 @@ def test_main_cli_rejects_unknown_key_and_missing_h36m(tmp_path):
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert r.returncode != 0
   assert "data_3d_h36m.npz" in r.stderr and "prepare_data_h36m.py" in r.stderr
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])  # clipped, and left alone
+def test_clip_reusing_the_step_norm_matches_optax(max_norm):
+  import optax  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  g = {"a": rng.normal(size=(30, 7)).astype(np.float32),
+       "b": rng.normal(size=(5,)).astype(np.float32)}
+  ref, ref_state = optax.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
+  ours = train.clip_by_global_norm(max_norm)
+  for kwargs in ({}, {"grad_norm": optax.global_norm(g)}):
+    got, state = ours.update(g, ours.init(g), **kwargs)
+    for k in g:
+      np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, atol=1e-7)
+    assert jax.tree.structure(state) == jax.tree.structure(ref_state)
+  # Checkpoints keep their layout: the optimiser state has optax's structure.
+  chain = lambda clip: optax.chain(clip, optax.adam(1e-3))
+  assert (jax.tree.structure(chain(ours).init(g))
+          == jax.tree.structure(chain(optax.clip_by_global_norm(max_norm)).init(g)))
