@@ -122,14 +122,16 @@ def _turn(x, fm):
 
 def _to_scan(x, fm):
   """(T, B, 4H) -> the scan's layout: four (T, H, B) gate arrays if feature-major."""
-  if fm:
-    return tuple(jnp.swapaxes(p, 1, 2) for p in jnp.split(x, 4, axis=-1))
+  if fm:  # XLA writes each gate with one transposing copy (split, then swap: two)
+    t, b, g = x.shape
+    x4 = jnp.transpose(x.reshape(t, b, 4, g // 4), (2, 0, 3, 1))
+    return tuple(x4[k] for k in range(4))
   return _turn(x, fm)
 
 
 def _from_scan(x, fm):
   """Inverse of _to_scan."""
-  if isinstance(x, tuple):
+  if isinstance(x, tuple):  # (a stack transposed in one go measured 5x slower)
     return jnp.concatenate([jnp.swapaxes(p, 1, 2) for p in x], axis=-1)
   return _turn(x, fm)
 
