@@ -131,7 +131,7 @@ def _to_scan(x, fm):
 
 def _from_scan(x, fm):
   """Inverse of _to_scan."""
-  if isinstance(x, tuple):  # (a stack transposed in one go measured 5x slower)
+  if fm:  # (a stack transposed in one go measured 5x slower)
     return jnp.concatenate([jnp.swapaxes(p, 1, 2) for p in x], axis=-1)
   return _turn(x, fm)
 
