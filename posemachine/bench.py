@@ -1,15 +1,18 @@
 """Benchmark suite: the JAX train step against the same network in PyTorch and the machine's peak.
 
-python -m posemachine.bench [--quick] [--shapes=BxT,...] [--steps=N] [--hidden=N] [--out=DIR]
+python -m posemachine.bench [--quick] [--shapes=BxT,...] [--steps=N] [--hidden=N]
+    [--dtype=float32|bfloat16] [--out=DIR]
 
 Measures, for the paper-sized lifter (1024 wide, two LSTM layers, six-layer projector):
-- the machine's float32 matmul peak (a large jitted matmul, same run);
+- the machine's matmul peak in the compute dtype (large jitted matmuls, same run);
 - the JAX train step: compile time with an empty persistent compilation cache (cold) and
   again loaded from it (warm), steps/s and frames/s (median and 10th-90th percentile of
   many steps, warm-up excluded), model FLOP utilisation (analytic FLOPs / peak);
 - the same network and loss in PyTorch (eager; `torch.compile` outside --quick), same shapes,
-  same data, same thread count; the ratio to JAX. JAX and PyTorch steps take turns
-  (interleaved repetitions), so load from other processes hits both alike;
+  same data, same thread count, same device (CUDA when JAX runs on a GPU) and compute dtype
+  (`--dtype=bfloat16`: autocast, float32 parameters, as JAX's `model.dtype`); the ratio to
+  JAX. JAX and PyTorch steps take turns (interleaved repetitions), so load from other
+  processes hits both alike;
 - offline (bidirectional) inference frames/s;
 - the input pipeline's share: host batch sampling + transfer vs the step time.
 Writes bench.json and bench.md into --out and prints the table with device, versions, shapes
@@ -41,6 +44,8 @@ flags.DEFINE_string("out", "bench_results", "Directory for bench.json and bench.
 flags.DEFINE_integer("hidden", 1024, "Lifter width (the paper: 1024).")
 flags.DEFINE_list("shapes", None, "batch x window pairs, e.g. 64x16,64x243 (default by mode).")
 flags.DEFINE_integer("steps", None, "Timed steps per row (default: 5 with --quick, else 20).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype of both frameworks and of the peak matmul (parameters float32).")
 
 K = 17
 
@@ -75,21 +80,29 @@ def _timed(fn, steps):
           "p90_s": float(np.percentile(t, 90)), "steps": steps}
 
 
-# The matmul peak is the best of these float32 products (m, k, n): a square one and the
-# lifter's largest (1024 frames x 1024 x 4096 gates). Their rates differ by up to 10 % on
-# a CPU; taking the best keeps the MFU's denominator honest.
+# The matmul peak is the best of these products (m, k, n): a square one and the lifter's
+# largest (1024 frames x 1024 x 4096 gates). Their rates differ by up to 10 % on a CPU;
+# taking the best keeps the MFU's denominator honest. An accelerator needs larger products
+# to reach its peak (a 2048^3 one is tens of microseconds on a GPU, launch-bound).
 PEAK_SHAPES = ((2048, 2048, 2048), (1024, 1024, 4096))
+ACCELERATOR_PEAK_SHAPES = ((8192, 8192, 8192), (16384, 1024, 4096))
+
+
+def peak_shapes():
+  return PEAK_SHAPES if jax.default_backend() == "cpu" else ACCELERATOR_PEAK_SHAPES
 
 
 def _shape_name(shape):
   return "x".join(str(v) for v in shape)
 
 
-def matmul_fn(shape=PEAK_SHAPES[0]):
-  """A jitted (m, k) x (k, n) float32 matmul (2 m k n FLOPs) as a closure, compiled and
-  warmed up."""
+def matmul_fn(shape=PEAK_SHAPES[0], dtype="float32"):
+  """A jitted (m, k) x (k, n) matmul in `dtype` (2 m k n FLOPs) as a closure, compiled and
+  warmed up. Random operands: a GPU runs faster on constant data (less switching power)."""
   m, k, n = shape
-  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (m, k), jnp.float32).astype(dtype)
+  b = jax.random.normal(kb, (k, n), jnp.float32).astype(dtype)
   f = jax.jit(lambda x, y: x @ y)
   f(a, b).block_until_ready()
   return lambda: f(a, b).block_until_ready()
@@ -99,10 +112,11 @@ def matmul_flops(shape):
   return 2.0 * shape[0] * shape[1] * shape[2]
 
 
-def matmul_peak(steps=10):
-  """(best FLOP/s over PEAK_SHAPES, {shape name: timing}), each timed alone."""
-  timings = {_shape_name(sh): _timed(matmul_fn(sh), steps) for sh in PEAK_SHAPES}
-  best = max(matmul_flops(sh) / timings[_shape_name(sh)]["median_s"] for sh in PEAK_SHAPES)
+def matmul_peak(steps=10, dtype="float32"):
+  """(best FLOP/s over peak_shapes(), {shape name: timing}), each timed alone."""
+  shapes = peak_shapes()
+  timings = {_shape_name(sh): _timed(matmul_fn(sh, dtype), steps) for sh in shapes}
+  best = max(matmul_flops(sh) / timings[_shape_name(sh)]["median_s"] for sh in shapes)
   return best, timings
 
 
@@ -164,10 +178,24 @@ def interleaved(fns: dict, steps: int) -> dict:
   return out
 
 
-def torch_setup(config, batch_np, compile_model):
-  """The same network, loss and optimiser in PyTorch. Returns (one step closure, info)."""
+def torch_device():
+  """PyTorch's device for the baseline: CUDA where JAX runs on an NVIDIA GPU, else the CPU."""
+  import torch  # pylint: disable=g-import-not-at-top
+  gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+  return torch.device("cuda" if gpu else "cpu")
+
+
+def torch_setup(config, batch_np, compile_model, dtype="float32"):
+  """The same network, loss and optimiser in PyTorch on torch_device(); with
+  dtype='bfloat16' the forward pass and loss run under bfloat16 autocast (parameters and
+  optimiser float32, like JAX's model.dtype). Returns (one step closure, info)."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
+  device = torch_device()
+  if device.type == "cuda":
+    # JAX computes float32 products on a GPU with TensorFloat-32 by default; PyTorch does not.
+    # The same arithmetic on both sides: allow it in PyTorch too.
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
   h, p = config.model.hidden, config.model.projector_hidden
   child = torch.tensor([i for i, q in enumerate(machine_parents()) if q >= 0])
   parent = torch.tensor([q for q in machine_parents() if q >= 0])
@@ -219,26 +247,32 @@ def torch_setup(config, batch_np, compile_model):
             + err(proj, tgt) + err(bones(proj), bones(tgt)))
 
   torch.manual_seed(0)
-  model = Machine()
+  child, parent = child.to(device), parent.to(device)
+  model = Machine().to(device)
   opt = torch.optim.Adam(model.parameters(), lr=config.train.learning_rate)
-  x2d, conf, gt = (torch.from_numpy(np.ascontiguousarray(batch_np[k]))
+  x2d, conf, gt = (torch.from_numpy(np.ascontiguousarray(batch_np[k])).to(device)
                    for k in ("pose_2d", "confidence", "pose_3d"))
   step_loss = loss_fn
   if compile_model:
     step_loss = torch.compile(loss_fn)
+  autocast = lambda: torch.autocast(device.type, torch.bfloat16, enabled=dtype == "bfloat16")
 
   def one():
     opt.zero_grad(set_to_none=True)
-    loss = step_loss(model, x2d, conf, gt)
+    with autocast():
+      loss = step_loss(model, x2d, conf, gt)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.clip_norm)
     opt.step()
+    if device.type == "cuda":
+      torch.cuda.synchronize()  # the step's kernels are done, as block_until_ready in JAX
   t0 = time.perf_counter()
   one()  # warm-up (and compilation)
   first = time.perf_counter() - t0
   one()
   return one, {"first_step_s": first, "torch": torch.__version__,
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "device": str(device),
+               "float32_matmul": "tf32" if device.type == "cuda" else "float32"}
 
 
 def machine_parents():
@@ -257,13 +291,15 @@ def main(argv):
   compile_cache.enable(cache_dir)
   config = config_defaults.get_config()
   config.model.hidden = config.model.projector_hidden = FLAGS.hidden
+  config.model.dtype = dtype = FLAGS.dtype
   config.data.synthetic.sequences_per_action = 1
   config.data.synthetic.frames_per_sequence = 300
   seqs = pipeline.load_split(config, "train")
-  peak, peak_r = matmul_peak(steps=steps)
+  peak, peak_r = matmul_peak(steps=steps, dtype=dtype)
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count() or 1)
+    if torch_device().type == "cpu":
+      torch.set_num_threads(os.cpu_count() or 1)
     torch_skip = None
   except ImportError as e:
     torch, torch_skip = None, f"skipped: PyTorch not installed ({e})"
@@ -283,17 +319,18 @@ def main(argv):
     # framework's idle threads), so the interleaved rounds below give the PyTorch ratio and
     # a second, interleaved MFU, not the headline one.
     alone = _timed(one, steps)
-    alone_peak = max(peak, matmul_peak(steps=max(3, steps // 2))[0])
+    alone_peak = max(peak, matmul_peak(steps=max(3, steps // 2), dtype=dtype)[0])
     # The peak is also timed in turn with the interleaved steps, so that MFU's numerator and
     # denominator see the same load.
-    fns = {"jax": one, **{"matmul_" + _shape_name(sh): matmul_fn(sh) for sh in PEAK_SHAPES}}
+    fns = {"jax": one,
+           **{"matmul_" + _shape_name(sh): matmul_fn(sh, dtype) for sh in peak_shapes()}}
     row = {"batch": b, "window": t, "model_flops_per_frame_forward": row_fpf}
     for name, comp in torch_modes:
       if torch is None:
         row[name] = {"skipped": torch_skip}
         continue
       try:
-        fns[name], row[name] = torch_setup(config, batch_np, comp)
+        fns[name], row[name] = torch_setup(config, batch_np, comp, dtype)
       except Exception as e:  # pylint: disable=broad-except  (report, keep benchmarking)
         row[name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     timed = interleaved(fns, steps)
@@ -302,7 +339,7 @@ def main(argv):
     # with this row's steps (after huge steps the interleaved matmul can run at half speed;
     # an MFU against that would exceed 100 %).
     interleaved_peak = max(matmul_flops(sh) / timed["matmul_" + _shape_name(sh)]["median_s"]
-                           for sh in PEAK_SHAPES)
+                           for sh in peak_shapes())
     row_peak = max(interleaved_peak, peak)
     flops = 3 * row_fpf * frames
     row.update({"jax": jr, "jax_alone": alone, "jax_steps_per_s": 1 / alone["median_s"],
@@ -332,7 +369,7 @@ def main(argv):
       "jax": jax.__version__, "torch": getattr(torch, "__version__", None),
       "torch_skipped": torch_skip,
       "hidden": config.model.hidden, "projector_hidden": config.model.projector_hidden,
-      "dtype": "float32", "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
+      "backend": jax.default_backend(), "dtype": dtype, "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
       "model_flops_per_frame_forward": fpf, "train_flops_per_frame": 3 * fpf,
       "quick": quick, "steps": steps, "rows": rows,
       # Both frameworks run in this process, so both get posemachine's host malloc settings.
@@ -340,7 +377,7 @@ def main(argv):
   }
   lines = [f"Device: {result['device']} ({result['device_kind']}), {result['cpu_count']} CPUs, "
            f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; jax {result['jax']}, "
-           f"torch {result['torch'] or torch_skip}; width {config.model.hidden}, float32; "
+           f"torch {result['torch'] or torch_skip}; width {config.model.hidden}, {dtype} compute; "
            f"matmul peak {peak / 1e9:.1f} GFLOP/s; train FLOPs/frame {3 * fpf / 1e6:.1f} M "
            "(less the first frame's recurrent products in each window, see MFU); "
            f"{steps} timed steps per row: JAX alone, then JAX and PyTorch interleaved; host "
@@ -372,8 +409,8 @@ def main(argv):
                "brackets. JAX steps/s, frames/s and MFU: JAX steps back to back. MFU = "
                "analytic train FLOPs (3 x forward; a window's first frame enters each LSTM "
                "layer with the zero state and has no recurrent product) per second / the "
-               "matmul peak (the best float32 matmul of "
-               f"{', '.join(map(_shape_name, PEAK_SHAPES))}, timed alone at the start and "
+               f"matmul peak (the best {dtype} matmul of "
+               f"{', '.join(map(_shape_name, peak_shapes()))}, timed alone at the start and "
                "after the row's JAX steps). Interleaved: JAX, the peak matmuls and PyTorch "
                "timed in turn (A B C A B C ...), so load hits all alike; JAX / PyTorch "
                "ratios and the MFU in brackets come from these rounds. Compile: cold = empty "

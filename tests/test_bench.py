@@ -15,12 +15,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-def _run(tmp_path, extra_env=None):
+def _run(tmp_path, extra_env=None, args=()):
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
              **(extra_env or {}))
   r = subprocess.run([sys.executable, "-m", "posemachine.bench", "--quick", "--hidden=16",
-                      "--shapes=8x4", "--steps=2", f"--out={tmp_path}"], cwd=REPO, env=env,
-                     capture_output=True, text=True, timeout=300)
+                      "--shapes=8x4", "--steps=2", f"--out={tmp_path}", *args], cwd=REPO,
+                     env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   with open(tmp_path / "bench.json") as f:
     return json.load(f), (tmp_path / "bench.md").read_text()
@@ -42,6 +42,7 @@ def test_bench_quick_tiny(tmp_path):
   else:
     _assert_skipped(res, md)
   assert isinstance(res["host_malloc_kept"], bool) and "host malloc:" in md
+  assert res["dtype"] == "float32" and "float32 compute" in md
   # The analytic FLOP count: forward MACs of the stem, 2 LSTMs, head and projector.
   f, k, h = 2 * 17 + 2 + 17, 17, 16
   macs = f * h + 2 * 8 * h * h + h * 3 * k + 2 * 3 * k * h + 3 * k * h + 2 * h * h + h * 2 * k
@@ -65,5 +66,47 @@ def test_bench_without_torch_reports_skipped(tmp_path):
   shadow.mkdir()
   (shadow / "torch.py").write_text("raise ImportError('No module named torch (test shadow)')\n")
   path = os.pathsep.join([str(shadow), REPO, os.environ.get("PYTHONPATH", "")])
-  res, md = _run(tmp_path, {"PYTHONPATH": path})
+  res, md = _run(tmp_path, {"PYTHONPATH": path}, ["--dtype=bfloat16"])
   _assert_skipped(res, md)
+  # (Also the bfloat16 run: its peak is a bfloat16 matmul.)
+  assert res["dtype"] == "bfloat16" and "bfloat16 compute" in md
+  assert "best bfloat16 matmul" in md and 0 < res["rows"][0]["jax_mfu"] < 1.5
+
+
+def test_peak_matmul_in_the_compute_dtype():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from posemachine import bench  # pylint: disable=g-import-not-at-top
+  for dtype in ("float32", "bfloat16"):
+    out = bench.matmul_fn((8, 16, 4), dtype)()
+    assert out.shape == (8, 4) and out.dtype == jnp.dtype(dtype)
+  assert bench.peak_shapes() == bench.PEAK_SHAPES  # on the CPU
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
+def test_torch_baseline_bfloat16_autocast_trains_float32_parameters():
+  """--dtype=bfloat16 on the PyTorch side: bfloat16 autocast, float32 parameters that move."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  from posemachine import bench  # pylint: disable=g-import-not-at-top
+  from posemachine.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
+  config.train.batch_size, config.data.window = 2, 4
+  batch = bench.make_batch(config, pipeline.load_split(config, "train"), 1)
+  seen = {}
+
+  def hook(module, unused_inputs, out):  # returns None: the output stays as it is
+    seen.setdefault(module, (out[0] if isinstance(out, tuple) else out).dtype)
+
+  handle = torch.nn.modules.module.register_module_forward_hook(hook)
+  try:
+    one, info = bench.torch_setup(config, batch, False, "bfloat16")
+  finally:
+    handle.remove()
+  assert info["device"] == "cpu" and info["float32_matmul"] == "float32"
+  model = next(m for m in seen if type(m).__name__ == "Machine")
+  assert seen[model.stem] == seen[model.p2] == torch.bfloat16  # layers compute in bfloat16
+  before = [p.detach().clone() for p in model.parameters()]
+  assert all(p.dtype == torch.float32 for p in before)
+  one()
+  assert all(p.dtype == torch.float32 for p in model.parameters())
+  assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -9,7 +9,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["launch/local.sh", "launch/local_multiprocess.sh", "launch/tpu_pod.sh",
-           "launch/slurm.sbatch"]
+           "launch/slurm.sbatch", "launch/gpu_bench.sh"]
 
 
 def _env(**extra):
@@ -91,3 +91,14 @@ def test_local_multiprocess_dry_run():
                     "python3", "-m", "posemachine.main", "--config=configs/synthetic.py",
                     "--workdir=runs/x", "--coordinator_address=127.0.0.1:12345",
                     "--num_processes=3", f"--process_id={i}", "--config.train.num_steps=10"]
+
+
+def test_gpu_bench_dry_run():
+  lines = _lines(["launch/gpu_bench.sh", "/x/out"], DRY_RUN="1", PYTHON="py")
+  shapes = "--shapes=64x16,64x243,1024x16"
+  assert lines[0] == ["py", "-m", "posemachine.bench", "--quick", "--dtype=float32", shapes,
+                      "--hidden=1024", "--steps=20", "--out=/x/out/float32"]
+  assert lines[1][:5] == ["py", "-m", "posemachine.bench", "--quick", "--dtype=bfloat16"]
+  assert lines[2][:3] == ["py", "-m", "posemachine.bench_refine"]
+  assert "--hidden=1024" in lines[2] and "--json_out=/x/out/refine.json" in lines[2]
+  assert lines[3][:3] == ["py", "-m", "posemachine.bench_streaming"] and len(lines) == 4
