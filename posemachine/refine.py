@@ -8,9 +8,9 @@ the projector's root-centred, scale-normalised 2D). Rules from the paper:
     (mean joint displacement over the window's real frames);
   discard: reject the whole correction (keep the uncorrected pose) if it moved any torso
     joint (pelvis, hips, shoulders) by more than `discard_mm` on some real frame.
-Samples are independent (`vmap`), steps run in `lax.fori_loop`, weights are per sample
-and start from the trained ones each time, so the result of a sample does not depend on
-the rest of the batch.
+Samples are independent (`vmap`), steps after the first run in `lax.fori_loop`, weights
+are per sample and start from the trained ones each time, so the result of a sample does
+not depend on the rest of the batch.
 """
 
 from __future__ import annotations
