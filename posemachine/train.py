@@ -67,7 +67,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
 
   def update(updates, state, params=None, *, grad_norm=None, **extra):
     del params, extra
-    norm = optax.global_norm(updates) if grad_norm is None else grad_norm
+    norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
     scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
   return optax.GradientTransformationExtraArgs(init, update)
