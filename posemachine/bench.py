@@ -39,13 +39,20 @@ from posemachine.data import pipeline, synthetic
 from posemachine.models import machine
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool("quick", False, "Fewer steps, no window 243, no torch.compile.")
-flags.DEFINE_string("out", "bench_results", "Directory for bench.json and bench.md.")
-flags.DEFINE_integer("hidden", 1024, "Lifter width (the paper: 1024).")
-flags.DEFINE_list("shapes", None, "batch x window pairs, e.g. 64x16,64x243 (default by mode).")
-flags.DEFINE_integer("steps", None, "Timed steps per row (default: 5 with --quick, else 20).")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                  "Compute dtype of both frameworks and of the peak matmul (parameters float32).")
+
+
+def define_flags():
+  """The command line's flags: defined only when run as a program, so that importing this
+  module (its peak, FLOP count and PyTorch baseline) next to other benchmarks that define
+  flags of the same names works."""
+  flags.DEFINE_bool("quick", False, "Fewer steps, no window 243, no torch.compile.")
+  flags.DEFINE_string("out", "bench_results", "Directory for bench.json and bench.md.")
+  flags.DEFINE_integer("hidden", 1024, "Lifter width (the paper: 1024).")
+  flags.DEFINE_list("shapes", None, "batch x window pairs, e.g. 64x16,64x243 (default by mode).")
+  flags.DEFINE_integer("steps", None, "Timed steps per row (default: 5 with --quick, else 20).")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                    "Compute dtype of both frameworks and of the peak matmul (parameters "
+                    "float32).")
 
 K = 17
 
@@ -422,4 +429,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -75,7 +75,9 @@ def test_bench_without_torch_reports_skipped(tmp_path):
 
 def test_peak_matmul_in_the_compute_dtype():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from posemachine import bench  # pylint: disable=g-import-not-at-top
+  from posemachine import bench, bench_input  # pylint: disable=g-import-not-at-top,unused-import
+  # (Imported beside another benchmark whose flags have the same names: bench defines its
+  # flags only when run as a program.)
   for dtype in ("float32", "bfloat16"):
     out = bench.matmul_fn((8, 16, 4), dtype)()
     assert out.shape == (8, 4) and out.dtype == jnp.dtype(dtype)
