@@ -3,14 +3,14 @@
 #   launch/gpu_bench.sh [OUTDIR]          (default: $OUT if set, else bench_results/gpu)
 # - posemachine.bench in float32 and in bfloat16 (train step vs PyTorch on the same GPU, MFU
 #   against the matmul peak in that dtype, compile times, inference), batch x window
-#   64x16, 64x243 and 1024x16;
+#   64x16 and 1024x16 (SHAPES=64x16,64x243,1024x16 adds the long window; mind the limits);
 # - posemachine.bench_refine: the batched correction vs the per-sample loop, width 1024;
 # - posemachine.bench_streaming: causal streaming latency vs the memory-bandwidth limit.
 # It uses $PYTHON (default python3) as it is: JAX with CUDA, flax, optax, orbax-checkpoint,
 # ml-collections and absl-py; PyTorch with CUDA for the ratio rows (without it they read
 # "skipped"). Nothing is downloaded. WHEELS=DIR first installs the wheels in DIR offline
 # into a private folder, for a machine that lacks a package (e.g. ml-collections).
-# Each part has a time limit (about 10 minutes in all); a part that fails or runs out is
+# Each part has a time limit (540 s in all); a part that fails or runs out is
 # reported and the rest still run; the exit status is 1 if any part failed.
 # Output, 6 files: gpu_bench.log (everything printed, nvidia-smi first), bench_f32.json/.md,
 # bench_bf16.json/.md, refine.json.
@@ -22,7 +22,7 @@ py=${PYTHON:-python3}
 if [ "${QUICK:-0}" = 1 ]; then
   shapes=8x4 hidden=16 steps=2 samples=64 loop=8 frames=20 widths=16
 else
-  shapes=64x16,64x243,1024x16 hidden=1024 steps=20 samples=4096 loop=256 frames=300
+  shapes=${SHAPES:-64x16,1024x16} hidden=1024 steps=20 samples=4096 loop=256 frames=300
   widths=1024,256
 fi
 
@@ -59,12 +59,12 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
 for dtype in float32 bfloat16; do
-  part "bench_$dtype" 200 "$py" -m posemachine.bench --quick --dtype="$dtype" \
+  part "bench_$dtype" 180 "$py" -m posemachine.bench --quick --dtype="$dtype" \
     --shapes="$shapes" --hidden="$hidden" --steps="$steps" --out="$out/$dtype"
 done
-part refine 100 "$py" -m posemachine.bench_refine --samples="$samples" --hidden="$hidden" \
+part refine 90 "$py" -m posemachine.bench_refine --samples="$samples" --hidden="$hidden" \
   --window=1 --loop_samples="$loop" --json_out="$out/refine.json"
-part streaming 100 "$py" -m posemachine.bench_streaming --hidden="$widths" --frames="$frames"
+part streaming 90 "$py" -m posemachine.bench_streaming --hidden="$widths" --frames="$frames"
 
 if [ "${DRY_RUN:-0}" != 1 ]; then
   # Flat names: some file transfers return only a few files, none in deep folders.
