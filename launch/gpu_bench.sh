@@ -10,8 +10,9 @@
 # ml-collections and absl-py; PyTorch with CUDA for the ratio rows (without it they read
 # "skipped"). Nothing is downloaded. WHEELS=DIR first installs the wheels in DIR offline
 # into a private folder, for a machine that lacks a package (e.g. ml-collections).
-# Each part has a time limit (540 s in all); a part that fails or runs out is
-# reported and the rest still run; the exit status is 1 if any part failed.
+# Each part has a time limit (480 s in all, 540 s with the probes and kill grace); a part
+# that fails or runs out is reported and the rest still run; the exit status is 1 if any
+# part failed. posemachine.bench prints each row's JSON as it finishes ("bench row:").
 # Output, 6 files: gpu_bench.log (everything printed, nvidia-smi first), bench_f32.json/.md,
 # bench_bf16.json/.md, refine.json.
 # QUICK=1: tiny shapes, to check the script on a CPU. DRY_RUN=1: print the commands only.
@@ -35,7 +36,7 @@ part() {  # part NAME SECONDS COMMAND...: run it with a time limit, log it, note
     return
   fi
   echo "== $name ($(date -u +%H:%M:%S), limit ${limit} s): $*" | tee -a "$log"
-  timeout "$limit" "$@" >>"$log" 2>&1
+  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
   local rc=$?
   if [ "$rc" -ne 0 ]; then
     echo "!! $name failed with exit status $rc" | tee -a "$log"
@@ -52,19 +53,19 @@ if [ "${DRY_RUN:-0}" != 1 ]; then
       --target /tmp/posemachine_site "$WHEELS"/*.whl >>"$log" 2>&1 || { cat "$log"; exit 1; }
     export PYTHONPATH=/tmp/posemachine_site${PYTHONPATH:+:$PYTHONPATH}
   fi
-  { date -u; nvidia-smi || true
-    "$py" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, \
-'optax', optax.__version__, jax.devices())"; } >>"$log" 2>&1
+  { date -u; timeout -k 5 20 nvidia-smi || true
+    timeout -k 5 40 "$py" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', \
+flax.__version__, 'optax', optax.__version__, jax.devices())"; } >>"$log" 2>&1
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
 for dtype in float32 bfloat16; do
-  part "bench_$dtype" 180 "$py" -m posemachine.bench --quick --dtype="$dtype" \
+  part "bench_$dtype" 170 "$py" -m posemachine.bench --quick --dtype="$dtype" \
     --shapes="$shapes" --hidden="$hidden" --steps="$steps" --out="$out/$dtype"
 done
-part refine 90 "$py" -m posemachine.bench_refine --samples="$samples" --hidden="$hidden" \
+part refine 70 "$py" -m posemachine.bench_refine --samples="$samples" --hidden="$hidden" \
   --window=1 --loop_samples="$loop" --json_out="$out/refine.json"
-part streaming 90 "$py" -m posemachine.bench_streaming --hidden="$widths" --frames="$frames"
+part streaming 70 "$py" -m posemachine.bench_streaming --hidden="$widths" --frames="$frames"
 
 if [ "${DRY_RUN:-0}" != 1 ]; then
   # Flat names: some file transfers return only a few files, none in deep folders.

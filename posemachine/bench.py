@@ -23,6 +23,7 @@ posemachine.bench_streaming and posemachine.bench_refine.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -273,13 +274,19 @@ def torch_setup(config, batch_np, compile_model, dtype="float32"):
     opt.step()
     if device.type == "cuda":
       torch.cuda.synchronize()  # the step's kernels are done, as block_until_ready in JAX
+  # What the LSTMs really compute in: under CUDA autocast cuDNN's LSTM runs in float16, not
+  # bfloat16 (PyTorch casts its inputs and weights to half), so the JSON says so.
+  lstm_dtypes = set()
+  hook = model.lstm0.register_forward_hook(lambda m, i, o: lstm_dtypes.add(str(o[0].dtype)))
   t0 = time.perf_counter()
   one()  # warm-up (and compilation)
   first = time.perf_counter() - t0
+  hook.remove()
   one()
   return one, {"first_step_s": first, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "device": str(device),
-               "float32_matmul": "tf32" if device.type == "cuda" else "float32"}
+               "float32_matmul": "tf32" if device.type == "cuda" else "float32",
+               "lstm_dtype": ",".join(sorted(lstm_dtypes)) or "unknown"}
 
 
 def machine_parents():
@@ -367,6 +374,7 @@ def main(argv):
         row[f"{name}_steps_per_s"] = 1 / timed[name]["median_s"]
         row[f"jax_speedup_vs_{name}"] = timed[name]["median_s"] / jr["median_s"]
     rows.append(row)
+    print("bench row:", json.dumps(row), flush=True)  # kept in logs should a later row stop
   shutil.rmtree(cache_dir, ignore_errors=True)
   load = os.getloadavg()
   result = {

@@ -84,6 +84,10 @@ def test_peak_matmul_in_the_compute_dtype():
   assert bench.peak_shapes() == bench.PEAK_SHAPES  # on the CPU
 
 
+def model_of(seen):
+  return next(m for m in seen if type(m).__name__ == "Machine")
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch")
 def test_torch_baseline_bfloat16_autocast_trains_float32_parameters():
   """--dtype=bfloat16 on the PyTorch side: bfloat16 autocast, float32 parameters that move."""
@@ -105,7 +109,8 @@ def test_torch_baseline_bfloat16_autocast_trains_float32_parameters():
   finally:
     handle.remove()
   assert info["device"] == "cpu" and info["float32_matmul"] == "float32"
-  model = next(m for m in seen if type(m).__name__ == "Machine")
+  assert info["lstm_dtype"] == str(seen[model_of(seen).lstm0])  # as recorded for the JSON
+  model = model_of(seen)
   assert seen[model.stem] == seen[model.p2] == torch.bfloat16  # layers compute in bfloat16
   before = [p.detach().clone() for p in model.parameters()]
   assert all(p.dtype == torch.float32 for p in before)

@@ -82,7 +82,7 @@ def _resume_and_compare(workdir, reference, caplog):
   aside = os.path.join(workdir, "corrupt_checkpoints")
   # The failed step 6, as Orbax's temporary directory or (when the disk filled during the
   # commit, after Orbax's rename; checkpoints._write_error) as "6" itself.
-  assert all(n.split(".")[0] == "6" for n in os.listdir(aside)), os.listdir(aside)
+  assert os.listdir(aside) and all(n.split(".")[0] == "6" for n in os.listdir(aside)), aside
   got = _params(workdir)
   assert int(got.step) == 8
   jax.tree.map(np.testing.assert_array_equal, reference.params, got.params)

@@ -14,7 +14,8 @@ SCRIPTS = ["launch/local.sh", "launch/local_multiprocess.sh", "launch/tpu_pod.sh
 
 def _env(**extra):
   env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", "PORT", "NUM_PROCESSES", "DRY_RUN", "PROJECT", "ZONE")}
+         if k not in ("XLA_FLAGS", "PORT", "NUM_PROCESSES", "DRY_RUN", "PROJECT", "ZONE",
+                      "SHAPES", "QUICK", "WHEELS", "OUT", "PYTHON")}
   return dict(env, **extra)
 
 
