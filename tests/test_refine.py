@@ -202,3 +202,65 @@ def test_keep_depth_changes_only_x_and_y():
   np.testing.assert_array_equal(after[..., 2], before[..., 2])
   assert np.abs(after[..., :2] - before[..., :2]).max() > 1e-4
   assert np.all(np.asarray(res["objective_after"]) < np.asarray(res["objective_before"]))
+
+
+def _reference_correction(config, params, inter, pose_2d, mask):
+  """The paper's procedure written plainly, one sample at a time in Python (independent of
+  refine_sample's loop structure): per step an Adam update, then the rules."""
+  import optax  # pylint: disable=g-import-not-at-top
+  r = config.refine
+  regression = projector.Regression(K, 16, True)
+  proj_params = params["projector"]["projection"]
+  kw = dict(proj_params=proj_params, projection=projector.Projection(K, 16),
+            w_2d=r.w_2d, w_bone_2d=r.w_bone_2d)
+  tx = optax.adam(r.learning_rate)
+  out = []
+  for i in range(inter.shape[0]):
+    target, m = losses.normalize_2d(pose_2d[i]), mask[i]
+    apply = lambda p, i=i: regression.apply({"params": p}, inter[i])
+    obj = lambda p, i=i, target=target, m=m: refine.objective(
+        p, regression=regression, inter=inter[i], target_2d=target, mask=m, **kw)
+    reg = params["projector"]["regression"]
+    opt_state, pose0 = tx.init(reg), apply(reg)
+    pose, steps, moves = pose0, 0, []
+    for _ in range(r.steps):
+      updates, opt_state = tx.update(jax.grad(obj)(reg), opt_state, reg)
+      reg = optax.apply_updates(reg, updates)
+      new = apply(reg)
+      moved = float((jnp.linalg.norm(new - pose, axis=-1).mean(-1) * m).sum()
+                    / max(float(m.sum()), 1.0) * 1000)
+      pose, steps = new, steps + 1
+      moves.append(moved)
+      if moved < r.converge_mm:
+        break
+    torso = jnp.asarray(refine.torso_joints(K))
+    move = float((jnp.linalg.norm(pose[:, torso] - pose0[:, torso], axis=-1).max(-1) * m).max())
+    discarded = move * 1000 > r.discard_mm
+    out.append({"pose_3d": pose0 if discarded else pose, "steps": steps,
+                "discarded": discarded, "moves": moves,
+                "objective_before": float(refine.pose_objective(pose0, target_2d=target,
+                                                                mask=m, **kw))})
+  return out
+
+
+def test_matches_a_plain_per_sample_loop_for_any_number_of_steps():
+  """Steps 0, 1, 2 and 5, samples stopping at different steps, vmapped and chunked."""
+  config, params, out, pose_2d, mask, _ = setup(b=6, t=3, seed=4, steps=5, learning_rate=3e-3,
+                                                converge_mm=-1.0, discard_mm=1e9)
+  inter = out["pose_3d_intermediate"]
+  # A convergence threshold that stops some samples early and lets others run on.
+  first = [s["moves"][0] for s in _reference_correction(config, params, inter, pose_2d, mask)]
+  converge = float(np.median(first))
+  for steps, chunk in ((0, 0), (1, 0), (2, 0), (5, 0), (5, 4)):
+    config.refine.steps, config.refine.chunk, config.refine.converge_mm = steps, chunk, converge
+    want = _reference_correction(config, params, inter, pose_2d, mask)
+    got = jax.jit(refine.make_refine(config.model, config.refine, K))(
+        params["projector"], inter, pose_2d, mask)
+    np.testing.assert_array_equal(got["steps"], [w["steps"] for w in want])
+    np.testing.assert_array_equal(got["discarded"], [w["discarded"] for w in want])
+    np.testing.assert_allclose(got["pose_3d"], np.stack([w["pose_3d"] for w in want]),
+                               atol=1e-5)
+    np.testing.assert_allclose(got["objective_before"],
+                               [w["objective_before"] for w in want], rtol=1e-5)
+    if steps == 5:
+      assert len(set(w["steps"] for w in want)) > 1, [w["steps"] for w in want]
