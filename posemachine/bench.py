@@ -384,7 +384,8 @@ def main(argv):
       "jax": jax.__version__, "torch": getattr(torch, "__version__", None),
       "torch_skipped": torch_skip,
       "hidden": config.model.hidden, "projector_hidden": config.model.projector_hidden,
-      "backend": jax.default_backend(), "dtype": dtype, "matmul_peak_flops": peak, "matmul_peak_timing": peak_r,
+      "backend": jax.default_backend(), "dtype": dtype, "matmul_peak_flops": peak,
+      "matmul_peak_timing": peak_r,
       "model_flops_per_frame_forward": fpf, "train_flops_per_frame": 3 * fpf,
       "quick": quick, "steps": steps, "rows": rows,
       # Both frameworks run in this process, so both get posemachine's host malloc settings.

@@ -109,8 +109,8 @@ def test_torch_baseline_bfloat16_autocast_trains_float32_parameters():
   finally:
     handle.remove()
   assert info["device"] == "cpu" and info["float32_matmul"] == "float32"
-  assert info["lstm_dtype"] == str(seen[model_of(seen).lstm0])  # as recorded for the JSON
   model = model_of(seen)
+  assert info["lstm_dtype"] == str(seen[model.lstm0])  # as recorded for the JSON
   assert seen[model.stem] == seen[model.p2] == torch.bfloat16  # layers compute in bfloat16
   before = [p.detach().clone() for p in model.parameters()]
   assert all(p.dtype == torch.float32 for p in before)
