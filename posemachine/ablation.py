@@ -35,7 +35,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from posemachine import host_memory, io_utils, train
+from posemachine import config_defaults, host_memory, io_utils, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/synthetic.py", "Base configuration file.")
@@ -178,4 +178,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_defaults.parse_flags_or_exit)

@@ -19,6 +19,7 @@ it raises CheckpointError (it never starts afresh over a corrupt run). A failed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -246,6 +247,23 @@ def wait(manager: ocp.CheckpointManager) -> None:
     _write_digests(manager)
   except Exception as e:  # pylint: disable=broad-except
     raise _write_error(manager, step, e) from e
+
+
+@contextlib.contextmanager
+def finishing(manager: ocp.CheckpointManager):
+  """Closes `manager` when the block ends. When an error ends it (a non-finite step, a
+  data error, Ctrl-C), a save still in flight is completed first, so the last checkpoint
+  is not lost; the error then propagates."""
+  try:
+    yield manager
+  except BaseException:
+    try:
+      wait(manager)
+    except Exception as e:  # pylint: disable=broad-except  (the first error is the one to show)
+      logging.warning("While stopping on an error, the checkpoint in flight failed: %s", e)
+    raise
+  finally:
+    manager.close()
 
 
 def _move_aside(manager, step) -> str:

@@ -7,6 +7,9 @@ Model sizes default to the paper's (1024 wide, two LSTM layers, six-layer projec
 
 from __future__ import annotations
 
+import difflib
+import math
+
 import ml_collections
 
 from posemachine.errors import ConfigError
@@ -62,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
       val_fraction=0.1,
       actions="",              # comma-separated base names ('Walking,Eating'); '' = all 15.
       downsample=1,            # keep every n-th training frame.
+      # Camera calibration JSON ('' = <data.dir>/h36m_cameras.json); the package ships
+      # none: make it with `python -m posemachine.data.h36m_calibration` (see its doc).
+      cameras="",
   ))
   c.data.humaneva = ml_collections.ConfigDict(dict(
       keypoints="gt",          # 2D source: data_2d_humaneva15_<keypoints>.npz
@@ -231,6 +237,74 @@ def _walk(schema, config, path=""):
                        f"expected {type(ref).__name__} (default {ref!r}).")
 
 
+# Ranges of numeric keys: (low, high, what to say); None: unbounded. '(' / ')' in the text
+# mark an open end.
+_AT_LEAST_1 = (1, None, "an integer >= 1")
+_AT_LEAST_0 = (0, None, "a value >= 0")
+_POSITIVE = (0, None, "a value > 0 (0, inf)")
+_FRACTION = (0, 1, "a value in [0, 1]")
+_HOLDOUT = (0, 1, "a value in [0, 1)")
+RANGES = {
+    "train.learning_rate": _AT_LEAST_0, "train.warmup_steps": _AT_LEAST_0,
+    "train.end_lr_fraction": _FRACTION, "train.b1": _HOLDOUT, "train.b2": _HOLDOUT,
+    "train.clip_norm": _POSITIVE, "train.augment_noise_px": _AT_LEAST_0,
+    "train.checkpoint_keep": _AT_LEAST_1, "eval.val_max_windows": _AT_LEAST_1,
+    "eval.num_plot_frames": _AT_LEAST_0,
+    "refine.learning_rate": _POSITIVE, "refine.converge_mm": _AT_LEAST_0,
+    "refine.discard_mm": _POSITIVE, "refine.chunk": _AT_LEAST_0,
+    "refine.smooth_frames": _AT_LEAST_1,
+    "data.h36m.downsample": _AT_LEAST_1, "data.h36m.p3_frame_stride": _AT_LEAST_1,
+    "data.h36m.val_fraction": _HOLDOUT, "data.humaneva.downsample": _AT_LEAST_1,
+    "data.humaneva.val_fraction": _HOLDOUT,
+    "data.synthetic.fps": _POSITIVE, "data.synthetic.downsample": _AT_LEAST_1,
+    "data.synthetic.noise_px": _AT_LEAST_0, "data.synthetic.outlier_prob": _FRACTION,
+    "data.synthetic.outlier_px": _AT_LEAST_0,
+    "data.mocap.fps": _POSITIVE, "data.mocap.scale": _AT_LEAST_0,
+    "data.mocap.skip_frames": _AT_LEAST_0, "data.mocap.segment_frames": _AT_LEAST_0,
+    "data.mocap.cameras_per_clip": _AT_LEAST_1, "data.mocap.test_cameras_per_clip": _AT_LEAST_1,
+    "data.mocap.val_fraction": _HOLDOUT, "data.mocap.noise_px": _AT_LEAST_0,
+    "data.mocap.outlier_prob": _FRACTION, "data.mocap.outlier_px": _AT_LEAST_0,
+    "render.size": (8, None, "an integer >= 8 (pixels)"), "render.margin": _POSITIVE,
+    "stages.joint_mask_prob": _FRACTION,
+}
+for _s in ("encoder", "transformer", "projector", "end_to_end", "joint_masking"):
+  RANGES.update({f"stages.{_s}.steps": _AT_LEAST_0, f"stages.{_s}.learning_rate": _AT_LEAST_0,
+                 f"stages.{_s}.batch_size": _AT_LEAST_1, f"stages.{_s}.window": _AT_LEAST_1})
+
+
+def _leaves(config, path=""):
+  for key, val in config.items():
+    if isinstance(val, (ml_collections.ConfigDict, dict)):
+      yield from _leaves(val, f"{path}{key}.")
+    else:
+      yield f"{path}{key}", val
+
+
+def _check_ranges(config) -> None:
+  """ConfigError for a NaN/Inf number or a value outside `RANGES`."""
+  values = dict(_leaves(config))
+  for name, val in values.items():
+    if isinstance(val, float) and not math.isfinite(val):
+      raise ConfigError(f"Config key '{name}' = {val}; expected a finite number.")
+  for name, (low, high, what) in RANGES.items():
+    val = values.get(name)
+    if val is None:
+      continue
+    bad_low = val < low or (val == low and "(0," in what)
+    bad_high = high is not None and (val > high or (val == high and what.endswith(")")))
+    if bad_low or bad_high:
+      raise ConfigError(f"Config key '{name}' = {val}; expected {what}.")
+  if values["refine.smooth_frames"] % 2 == 0:
+    raise ConfigError(f"Config key 'refine.smooth_frames' = {values['refine.smooth_frames']}; "
+                      "expected an odd window (1: no smoothing).")
+  if values["train.num_devices"] == 0 or values["train.num_devices"] < -1:
+    raise ConfigError(f"Config key 'train.num_devices' = {values['train.num_devices']}; "
+                      "expected -1 (all devices) or a count >= 1.")
+  if values["eval.split"] not in ("test", "val", "train"):
+    raise ConfigError(f"Config key 'eval.split' = {values['eval.split']!r}; expected 'test', "
+                      "'val' or 'train'.")
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError on unknown keys, wrong types or invalid values."""
   _walk(get_config(), config)
@@ -277,6 +351,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if d.labelled_share >= 0 and d.format != "memory":
     raise ConfigError("Config key 'data.labelled_share' needs data.format='memory' (the "
                       f"'{d.format}' reader draws windows in proportion to frames).")
+  _check_ranges(config)
   for name, val in {"model.hidden": m.hidden, "model.lstm_layers": m.lstm_layers,
                     "model.projector_hidden": m.projector_hidden, "data.window": d.window,
                     "train.batch_size": t.batch_size, "train.num_steps": t.num_steps,
@@ -286,3 +361,39 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if val < 1:
       raise ConfigError(f"Config key '{name}' = {val}; expected a positive integer.")
   return config
+
+
+def describe_flag_error(argv, error: Exception, flag: str = "config") -> str:
+  """A one-line message for an exception raised while absl parsed --config and its
+  --config.<key>=value overrides (ml_collections raises AttributeError/KeyError for an
+  unknown key, OSError/SyntaxError for a bad config file)."""
+  schema = get_config()
+  prefix = f"--{flag}."
+  for arg in argv[1:]:
+    if not arg.startswith(prefix):
+      continue
+    path = arg[len(prefix):].split("=", 1)[0]
+    node, done = schema, []
+    for part in path.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(part, valid, n=1)
+        hint = f" Did you mean '{'.'.join(done + close)}'?" if close else ""
+        return (f"Unknown config key '{path}' (in {arg}).{hint} Valid keys at "
+                f"'{'.'.join(done) or 'top level'}': {valid}.")
+      node, done = node[part], done + [part]
+  return f"Cannot load --{flag} ({type(error).__name__}: {error})."
+
+
+def parse_flags_or_exit(argv, program: str = "posemachine"):
+  """absl's flag parser for entry points with a --config file flag: a config file that
+  does not load, or an unknown --config.<key>, ends the program with one line naming it
+  (not a traceback)."""
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  try:
+    rest = app.parse_flags_with_usage(argv)
+    if "config" in flags.FLAGS:
+      getattr(flags.FLAGS, "config").keys()  # config_flags loads the file on first use.
+    return rest
+  except (AttributeError, KeyError, OSError, SyntaxError, TypeError, ValueError) as e:
+    raise SystemExit(f"{program}: error: {describe_flag_error(argv, e)}") from None

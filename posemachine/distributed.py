@@ -26,6 +26,8 @@ import numpy as np
 from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from posemachine import errors
+
 # ----------------------------------------------------------------------------
 # Start-up.
 
@@ -138,10 +140,12 @@ def create_mesh(num_devices: int = -1, model: int = 1) -> Mesh:
   devices = jax.devices()
   if num_devices > 0:
     if num_devices > len(devices):
-      raise ValueError(f"train.num_devices={num_devices} but only {len(devices)} devices exist.")
+      raise errors.ConfigError(f"Config key 'train.num_devices' = {num_devices}, but only "
+                               f"{len(devices)} devices exist (-1: all of them).")
     devices = devices[:num_devices]
   if model < 1 or len(devices) % model:
-    raise ValueError(f"mesh.model={model} must divide the number of devices ({len(devices)}).")
+    raise errors.ConfigError(f"mesh.model={model} must divide the number of devices "
+                             f"({len(devices)}).")
   shape = (len(devices) // model, model)
   if len(devices) == jax.device_count():  # all devices: let JAX order them by topology.
     arr = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
@@ -149,7 +153,7 @@ def create_mesh(num_devices: int = -1, model: int = 1) -> Mesh:
     arr = np.asarray(devices).reshape(shape)
   for row in arr:  # a process feeds whole rows of the batch: no 'model' group spans hosts.
     if len({d.process_index for d in row}) > 1:
-      raise ValueError(f"mesh.model={model} spans devices of several processes; use at most "
+      raise errors.ConfigError(f"mesh.model={model} spans devices of several processes; use at most "
                        f"{jax.local_device_count()} (the devices per process).")
   return Mesh(arr, (DATA, MODEL))
 

@@ -438,87 +438,87 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = image_machine.from_config(config.model, config.data.num_joints)
   total = plan[-1][2]
   manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
-  latest = manager.latest_step() or 0
-  k = stage_of(plan, latest)
-  init_fn = _abstract_state(model, config, plan[k][0], mesh)
-  state_sharding = distributed.state_shardings(jax.eval_shape(init_fn, jax.random.key(0)), mesh)
-  state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(config.seed))
-  logging.info("Model: %s parameters; stages %s (%d steps).",
-               f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
-               ", ".join(f"{n} {a}-{b}" for n, a, b in plan), total)
-  restored = checkpoints.restore(manager, state)
-  if restored is not None:
-    state = restored
-    logging.info("Resumed from checkpoint step %d (stage %s).", int(state.step),
-                 plan[stage_of(plan, int(state.step))][0])
-  stage_results = _load_stage_results(workdir)
+  with checkpoints.finishing(manager):
+    latest = manager.latest_step() or 0
+    k = stage_of(plan, latest)
+    init_fn = _abstract_state(model, config, plan[k][0], mesh)
+    state_sharding = distributed.state_shardings(jax.eval_shape(init_fn, jax.random.key(0)), mesh)
+    state = jax.jit(init_fn, out_shardings=state_sharding)(jax.random.key(config.seed))
+    logging.info("Model: %s parameters; stages %s (%d steps).",
+                 f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
+                 ", ".join(f"{n} {a}-{b}" for n, a, b in plan), total)
+    restored = checkpoints.restore(manager, state)
+    if restored is not None:
+      state = restored
+      logging.info("Resumed from checkpoint step %d (stage %s).", int(state.step),
+                   plan[stage_of(plan, int(state.step))][0])
+    stage_results = _load_stage_results(workdir)
 
-  writer = metric_writers.MetricWriter(workdir, enabled=is_main)
-  progress = metric_writers.Progress(total, start_step=int(state.step), every_seconds=10.0,
-                                     enabled=is_main)
-  preemption = distributed.PreemptionWatcher()
-  log_every = config.train.log_every
-  val_step = make_eval_step(model, config, "val", mesh)
-  test_step = make_eval_step(model, config, config.eval.split, mesh)
-  for i, (name, first, last) in enumerate(plan):
-    step0 = int(state.step)
-    if step0 >= last:
-      continue
-    tx = make_stage_optimizer(config, name, state.params)
-    if step0 == first - 1:  # a fresh stage: a new optimiser over the stage's groups.
-      state = state.replace(opt_state=tx.init(state.params))
-    state_sharding = distributed.state_shardings(jax.eval_shape(lambda s: s, state), mesh)
-    state = jax.device_put(state, state_sharding)
-    logging.info("Stage %d/%d '%s': steps %d-%d (lr %g, batch %d x %d frames).", i + 1,
-                 len(plan), name, max(first, step0 + 1), last, config.stages[name].learning_rate,
-                 config.stages[name].batch_size, config.stages[name].window)
-    step_fn = make_stage_step(model, tx, config, name, mesh, state_sharding)
-    pending = []
-    steps = range(max(first, step0 + 1), last + 1)
-    batches = train_batches(train_data, config, name, steps)  # real frames: decoded ahead.
-    for step, batch in zip(steps, batches):
-      state, m = step_fn(state, train.shard_batch(batch, mesh))
-      pending.append((step, m))
-      if step % log_every == 0 or step == last:
-        host = jax.device_get(pending)
-        pending = []
-        if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
-          bad = next(s for s, h in host if h[train.SKIPPED])
-          raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
-                                      f"'{name}'); the state was not updated by that step.")
-        means = {k: float(np.mean([h[k] for _, h in host])) for k in host[0][1]}
-        writer.write_scalars(step, means, prefix=f"train_{name}")
-        progress.update(step, loss=means["loss"])
-      is_ckpt = step % config.train.eval_every == 0 or step == last
-      if is_ckpt:
-        _, errs, _ = run_evaluator(val_step, state.params, val_data, config.data.window,
-                                   config.eval.batch_size, config.eval.val_max_windows)
-        val = {k: float(np.nanmean(v)) for k, v in errs.items()}
-        writer.write_scalars(step, val, prefix="val")
-        logging.info("step %d (%s): val PCK %.1f%%, 2D %.2f px, MPJPE %.1f mm", step, name,
-                     val["pck_2d"], val["error_2d_px"], val["mpjpe"])
-        checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
-      if step < total and preemption.should_stop(step):
-        batches.close()
-        return train.stop_preempted(manager, writer, preemption, step, total, state)
-    batches.close()
-    if (name in config.stages.eval_after.split(",") and name not in stage_results
-        and i < len(plan) - 1):
-      res = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
-                           split=config.eval.split, eval_step=test_step)
-      stage_results[name] = {k: res["overall"][k] for k in ("pck_2d", "error_2d_px", "mpjpe",
-                                                             "pa_mpjpe")}
-      stage_results[name]["step"] = last
-      logging.info("After stage '%s': %s PCK %.1f%%, MPJPE %.1f mm, PA-MPJPE %.1f mm.", name,
-                   config.eval.split, stage_results[name]["pck_2d"],
-                   stage_results[name]["mpjpe"], stage_results[name]["pa_mpjpe"])
-      if is_main:
-        io_utils.atomic_write_json(os.path.join(workdir, "stage_results.json"), stage_results)
-  preemption.close()
-  progress.done()
-  checkpoints.wait(manager)
-  writer.close()
-  manager.close()
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    progress = metric_writers.Progress(total, start_step=int(state.step), every_seconds=10.0,
+                                       enabled=is_main)
+    preemption = distributed.PreemptionWatcher()
+    log_every = config.train.log_every
+    val_step = make_eval_step(model, config, "val", mesh)
+    test_step = make_eval_step(model, config, config.eval.split, mesh)
+    for i, (name, first, last) in enumerate(plan):
+      step0 = int(state.step)
+      if step0 >= last:
+        continue
+      tx = make_stage_optimizer(config, name, state.params)
+      if step0 == first - 1:  # a fresh stage: a new optimiser over the stage's groups.
+        state = state.replace(opt_state=tx.init(state.params))
+      state_sharding = distributed.state_shardings(jax.eval_shape(lambda s: s, state), mesh)
+      state = jax.device_put(state, state_sharding)
+      logging.info("Stage %d/%d '%s': steps %d-%d (lr %g, batch %d x %d frames).", i + 1,
+                   len(plan), name, max(first, step0 + 1), last, config.stages[name].learning_rate,
+                   config.stages[name].batch_size, config.stages[name].window)
+      step_fn = make_stage_step(model, tx, config, name, mesh, state_sharding)
+      pending = []
+      steps = range(max(first, step0 + 1), last + 1)
+      batches = train_batches(train_data, config, name, steps)  # real frames: decoded ahead.
+      for step, batch in zip(steps, batches):
+        state, m = step_fn(state, train.shard_batch(batch, mesh))
+        pending.append((step, m))
+        if step % log_every == 0 or step == last:
+          host = jax.device_get(pending)
+          pending = []
+          if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
+            bad = next(s for s, h in host if h[train.SKIPPED])
+            raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
+                                        f"'{name}'); the state was not updated by that step.")
+          means = {k: float(np.mean([h[k] for _, h in host])) for k in host[0][1]}
+          writer.write_scalars(step, means, prefix=f"train_{name}")
+          progress.update(step, loss=means["loss"])
+        is_ckpt = step % config.train.eval_every == 0 or step == last
+        if is_ckpt:
+          _, errs, _ = run_evaluator(val_step, state.params, val_data, config.data.window,
+                                     config.eval.batch_size, config.eval.val_max_windows)
+          val = {k: float(np.nanmean(v)) for k, v in errs.items()}
+          writer.write_scalars(step, val, prefix="val")
+          logging.info("step %d (%s): val PCK %.1f%%, 2D %.2f px, MPJPE %.1f mm", step, name,
+                       val["pck_2d"], val["error_2d_px"], val["mpjpe"])
+          checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
+        if step < total and preemption.should_stop(step):
+          batches.close()
+          return train.stop_preempted(manager, writer, preemption, step, total, state)
+      batches.close()
+      if (name in config.stages.eval_after.split(",") and name not in stage_results
+          and i < len(plan) - 1):
+        res = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
+                             split=config.eval.split, eval_step=test_step)
+        stage_results[name] = {k: res["overall"][k] for k in ("pck_2d", "error_2d_px", "mpjpe",
+                                                               "pa_mpjpe")}
+        stage_results[name]["step"] = last
+        logging.info("After stage '%s': %s PCK %.1f%%, MPJPE %.1f mm, PA-MPJPE %.1f mm.", name,
+                     config.eval.split, stage_results[name]["pck_2d"],
+                     stage_results[name]["mpjpe"], stage_results[name]["pa_mpjpe"])
+        if is_main:
+          io_utils.atomic_write_json(os.path.join(workdir, "stage_results.json"), stage_results)
+    preemption.close()
+    progress.done()
+    checkpoints.wait(manager)
+    writer.close()
   results = evaluate_split(config, state.params, model, mesh, test_data, train_seqs,
                            out_dir=workdir, split=config.eval.split,
                            checkpoint_step=int(state.step), eval_step=test_step)

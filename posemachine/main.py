@@ -16,7 +16,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
-from posemachine import compile_cache, distributed, errors, host_memory, train
+from posemachine import compile_cache, config_defaults, distributed, errors, host_memory, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -67,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_defaults.parse_flags_or_exit)

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from posemachine import evaluate, host_memory, io_utils, train
+from posemachine import config_defaults, evaluate, host_memory, io_utils, train
 from posemachine.data import pipeline
 from posemachine.models import machine
 
@@ -160,4 +160,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_defaults.parse_flags_or_exit)

@@ -286,67 +286,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("Model: %s parameters on %d device(s).", f"{n_params:,}", mesh.devices.size)
 
   manager = checkpoints.make_manager(workdir, t.checkpoint_keep)
-  restored = checkpoints.restore(manager, state)
-  if restored is not None:
-    state = restored
-    logging.info("Resumed from checkpoint step %d.", int(state.step))
-  start = int(state.step)
+  with checkpoints.finishing(manager):
+    restored = checkpoints.restore(manager, state)
+    if restored is not None:
+      state = restored
+      logging.info("Resumed from checkpoint step %d.", int(state.step))
+    start = int(state.step)
 
-  run_step = _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding)
-  eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh))
-  writer = metric_writers.MetricWriter(workdir, enabled=is_main)
-  progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
-                                     enabled=is_main)
-  pending = []  # (step, device metrics) since the last log, fetched only at log time.
-  group_names = sorted(state.params)
-  skipped_total = 0
-  preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
-  for step in range(start + 1, t.num_steps + 1):
-    state, m = run_step(state, step)
-    pending.append((step, m))
-    if len(pending) > MAX_IN_FLIGHT:
-      # Bound the steps queued ahead of the device: waits on an older step only (the device
-      # stays busy). Unbounded queues of device-sampled steps (no host work between them)
-      # deadlocked XLA's CPU all-reduce rendezvous with several (fake) CPU devices.
-      jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1][1]["loss"])
-    is_eval = step % t.eval_every == 0 or step == t.num_steps
-    if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.
-      check_nonfinite(jax.device_get(pending), group_names)
-    if step % t.log_every == 0 or step == t.num_steps:
-      host = jax.device_get(pending)
-      pending = []
-      if t.nonfinite == "stop":
-        check_nonfinite(host, group_names)
-      means = _log_means(host)
-      if means[SKIPPED]:
-        skipped_total += int(means[SKIPPED])
-        logging.warning("Skipped %d step(s) with a non-finite loss or gradient up to step %d "
-                        "(%d in all; train.nonfinite='skip').", means[SKIPPED], step,
-                        skipped_total)
-      writer.write_scalars(step, means, prefix="train")
-      if "loss" in means:
-        progress.update(step, loss=means["loss"])
-    if is_eval:
-      _, errs = evaluate.run_evaluator(eval_step, _replicated_params(state.params, mesh),
-                                       val_seqs, config.data.window, config.eval.batch_size,
-                                       mesh, max_windows=config.eval.val_max_windows)
-      val = {k: float(np.nanmean(v)) for k, v in errs.items()}
-      writer.write_scalars(step, val, prefix="val")
-      logging.info("step %d: val MPJPE %.1f mm, PA-MPJPE %.1f mm", step, val["mpjpe"],
-                   val["pa_mpjpe"])
-      checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
-    # Every process asks at every step (with several, they agree on the step to stop at).
-    if step < t.num_steps and preemption.should_stop(step):
-      return stop_preempted(manager, writer, preemption, step, t.num_steps, state)
-  preemption.close()
-  progress.done()
-  checkpoints.wait(manager)
-  writer.close()
-  results = evaluate_workdir(config, workdir, state=state.replace(
-      params=_replicated_params(state.params, mesh)), manager=manager, mesh=mesh,
-                             train_seqs=train_seqs)
-  manager.close()
-  return results
+    run_step = _make_step_runner(config, train_seqs, model, tx, mesh, state_sharding)
+    eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh))
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    progress = metric_writers.Progress(t.num_steps, start_step=start, every_seconds=10.0,
+                                       enabled=is_main)
+    pending = []  # (step, device metrics) since the last log, fetched only at log time.
+    group_names = sorted(state.params)
+    skipped_total = 0
+    preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
+    for step in range(start + 1, t.num_steps + 1):
+      state, m = run_step(state, step)
+      pending.append((step, m))
+      if len(pending) > MAX_IN_FLIGHT:
+        # Bound the steps queued ahead of the device: waits on an older step only (the device
+        # stays busy). Unbounded queues of device-sampled steps (no host work between them)
+        # deadlocked XLA's CPU all-reduce rendezvous with several (fake) CPU devices.
+        jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1][1]["loss"])
+      is_eval = step % t.eval_every == 0 or step == t.num_steps
+      if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.
+        check_nonfinite(jax.device_get(pending), group_names)
+      if step % t.log_every == 0 or step == t.num_steps:
+        host = jax.device_get(pending)
+        pending = []
+        if t.nonfinite == "stop":
+          check_nonfinite(host, group_names)
+        means = _log_means(host)
+        if means[SKIPPED]:
+          skipped_total += int(means[SKIPPED])
+          logging.warning("Skipped %d step(s) with a non-finite loss or gradient up to step %d "
+                          "(%d in all; train.nonfinite='skip').", means[SKIPPED], step,
+                          skipped_total)
+        writer.write_scalars(step, means, prefix="train")
+        if "loss" in means:
+          progress.update(step, loss=means["loss"])
+      if is_eval:
+        _, errs = evaluate.run_evaluator(eval_step, _replicated_params(state.params, mesh),
+                                         val_seqs, config.data.window, config.eval.batch_size,
+                                         mesh, max_windows=config.eval.val_max_windows)
+        val = {k: float(np.nanmean(v)) for k, v in errs.items()}
+        writer.write_scalars(step, val, prefix="val")
+        logging.info("step %d: val MPJPE %.1f mm, PA-MPJPE %.1f mm", step, val["mpjpe"],
+                     val["pa_mpjpe"])
+        checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
+      # Every process asks at every step (with several, they agree on the step to stop at).
+      if step < t.num_steps and preemption.should_stop(step):
+        return stop_preempted(manager, writer, preemption, step, t.num_steps, state)
+    preemption.close()
+    progress.done()
+    checkpoints.wait(manager)
+    writer.close()
+    final = state.replace(params=_replicated_params(state.params, mesh))
+    return evaluate_workdir(config, workdir, state=final, manager=manager, mesh=mesh,
+                            train_seqs=train_seqs)
 
 
 def load_state(config, workdir, mesh):

@@ -100,3 +100,42 @@ def test_config_unknown_key_and_bad_values():
   with pytest.raises(ValueError, match="'train.batch_size' = '64' has type str, expected int"):
     config_defaults.validate(config)
   config_defaults.validate(config_defaults.get_config())
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.checkpoint_keep", -2, "expected an integer >= 1"),
+    ("train.learning_rate", -1.0, "expected a value >= 0"),
+    ("train.clip_norm", 0.0, r"expected a value > 0"),
+    ("train.b2", 1.0, r"expected a value in \[0, 1\)"),
+    ("train.warmup_steps", -5, "expected a value >= 0"),
+    ("train.num_devices", 0, "expected -1 \\(all devices\\) or a count >= 1"),
+    ("eval.val_max_windows", 0, "expected an integer >= 1"),
+    ("eval.split", "foo", "expected 'test', 'val' or 'train'"),
+    ("refine.smooth_frames", 4, "expected an odd window"),
+    ("refine.chunk", -1, "expected a value >= 0"),
+    ("data.h36m.p3_frame_stride", 0, "expected an integer >= 1"),
+    ("data.mocap.scale", -1.0, "expected a value >= 0"),
+    ("data.mocap.outlier_prob", 2.0, r"expected a value in \[0, 1\]"),
+    ("data.mocap.noise_px", float("nan"), "expected a finite number"),
+    ("stages.encoder.batch_size", 0, "expected an integer >= 1"),
+])
+def test_config_ranges(key, value, message):
+  config = config_defaults.get_config()
+  group, _, leaf = key.rpartition(".")
+  node = config
+  for part in group.split("."):
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=f"Config key '{key}' = .*{message}"):
+    config_defaults.validate(config)
+
+
+def test_describe_flag_error_names_the_key_and_a_close_match():
+  msg = config_defaults.describe_flag_error(
+      ["main", "--config=configs/synthetic.py", "--config.train.batchsize=32"], KeyError("x"))
+  assert "Unknown config key 'train.batchsize'" in msg
+  assert "Did you mean 'train.batch_size'?" in msg
+  msg = config_defaults.describe_flag_error(["main", "--config.bogus.x=1"], KeyError("x"))
+  assert "Unknown config key 'bogus.x'" in msg and "'train'" in msg
+  msg = config_defaults.describe_flag_error(["main", "--config=x.py"], OSError("no file"))
+  assert msg == "Cannot load --config (OSError: no file)."

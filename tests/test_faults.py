@@ -248,6 +248,39 @@ def test_digest_is_written_when_the_step_commits(tmp_path, monkeypatch):
     mgr.close()
 
 
+def test_an_error_after_a_save_completes_that_checkpoint_before_the_process_exits(tmp_path):
+  """A run stopped by an error (here as main() stops on a PoseMachineError: sys.exit) while
+  an asynchronous save is in flight: the save completes and the process exits cleanly."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = f"""
+import sys
+import numpy as np
+from posemachine import checkpoints, errors
+manager = checkpoints.make_manager({str(tmp_path)!r}, 2)
+state = {{"w": np.arange(4 << 20, dtype=np.float32).reshape(-1, 1024)}}
+try:
+  with checkpoints.finishing(manager):
+    checkpoints.save(manager, 3, state)
+    raise errors.NonFiniteError("non-finite at step 5")
+except errors.PoseMachineError as e:
+  sys.exit(f"posemachine: error: {{e}}")
+"""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 1 and "posemachine: error: non-finite at step 5" in r.stderr
+  assert "Traceback" not in r.stderr, r.stderr
+  step_dir = os.path.join(str(tmp_path), "checkpoints", "3")
+  assert os.path.exists(os.path.join(step_dir, checkpoints.DIGEST))
+  mgr = checkpoints.make_manager(str(tmp_path), 2)
+  try:
+    checkpoints._verify(mgr, 3)  # pylint: disable=protected-access
+    assert mgr.all_steps() == [3]
+  finally:
+    mgr.close()
+
+
 # ------------------------------------------------------------------------ untrusted files
 
 

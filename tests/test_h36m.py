@@ -1,11 +1,13 @@
 """Human3.6M from tiny files in the exact VideoPose3D format, built here from synthetic motion.
 
-Covers the shipped calibration (world -> camera -> pixels and back), the reader's values,
+Covers the calibration file (its reader, VideoPose3D converter and errors; world -> camera
+-> pixels and back), the reader's values,
 the protocols' splits, clear errors (missing file/subject, wrong joint count, truncated or
 malicious file), the per-action table, and `python -m posemachine.main` end to end.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 from posemachine import config_defaults, geometry, skeleton, tables
-from posemachine.data import h36m, pipeline, synthetic, views
+from posemachine.data import h36m, h36m_calibration, pipeline, synthetic, views
 from posemachine.data.sequences import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +32,36 @@ def y_up_to_h36m_world(p):
   return np.stack([p[..., 0], -p[..., 2], p[..., 1]], -1)
 
 
+def look_at(centre, target):
+  """Camera-to-world rotation (columns: camera x right, y down, z forward) of a camera at
+  `centre` looking at `target`, Z up."""
+  z = np.asarray(target, float) - centre
+  z /= np.linalg.norm(z)
+  x = np.cross(z, [0.0, 0.0, 1.0])
+  x /= np.linalg.norm(x)
+  return np.stack([x, np.cross(z, x), z], axis=1)
+
+
+def tiny_calibration(subjects=h36m.SUBJECTS) -> dict:
+  """A plausible Human3.6M-like calibration (the package ships none; the real one is the
+  user's): four cameras 4.5-5.5 m from the capture volume at the VideoPose3D azimuths,
+  with the real intrinsics of `geometry.H36M_INTRINSICS`."""
+  cameras = {}
+  for i, s in enumerate(subjects):
+    cameras[s] = {}
+    for j, (cam_id, (f, c, k, p, (w, h))) in enumerate(geometry.H36M_INTRINSICS.items()):
+      az = math.radians((70, -70, 110, -110)[j] + 3 * i)
+      centre = np.array([5.0 * math.cos(az), 5.0 * math.sin(az), 1.5 + 0.05 * i])
+      cameras[s][cam_id] = {"R": look_at(centre, [0.0, 0.0, 0.9]).tolist(),
+                            "T": centre.tolist(), "f": list(f), "c": list(c), "k": list(k),
+                            "p": list(p), "w": w, "h": h}
+  return {"cameras": cameras}
+
+
+def tiny_cameras(subjects=h36m.SUBJECTS) -> dict:
+  return h36m_calibration.validate(tiny_calibration(subjects), "tiny")
+
+
 def make_world(seed, frames):
   rng = np.random.default_rng(seed)
   body = synthetic.sample_body(rng)
@@ -41,12 +73,16 @@ def make_world(seed, frames):
 
 def write_tiny_h36m(directory, keypoints="gt", subjects=h36m.SUBJECTS, actions=ACTIONS,
                     frames=FRAMES, extra_2d=2, joints_3d=32):
-  """data_3d_h36m.npz + data_2d_h36m_<keypoints>.npz exactly as VideoPose3D writes them.
+  """data_3d_h36m.npz + data_2d_h36m_<keypoints>.npz exactly as VideoPose3D writes them,
+  and h36m_cameras.json (`tiny_calibration`).
 
-  The 2D is the shipped calibration's projection of the 17 joints, `extra_2d` frames
-  longer than the mocap (as in the real files). Returns (positions_3d, positions_2d).
+  The 2D is the calibration's projection of the 17 joints, `extra_2d` frames longer than
+  the mocap (as in the real files). Returns (positions_3d, positions_2d).
   """
   os.makedirs(directory, exist_ok=True)
+  h36m_calibration.write(tiny_calibration(),
+                         os.path.join(directory, h36m_calibration.FILE_NAME))
+  cameras = tiny_cameras()
   pos3d, pos2d = {}, {}
   for i, s in enumerate(subjects):
     pos3d[s], pos2d[s] = {}, {}
@@ -55,7 +91,7 @@ def write_tiny_h36m(directory, keypoints="gt", subjects=h36m.SUBJECTS, actions=A
       pos3d[s][a] = raw[:frames, :joints_3d]
       views = []
       for cam_id in h36m.CAMERA_ORDER:
-        cam = h36m.camera_params(s, cam_id)
+        cam = h36m.camera_params(cameras, s, cam_id)
         pc = h36m.world_to_camera(raw[:, skeleton.H36M_FROM_32], cam["R"], cam["T"])
         views.append(h36m.project(pc, cam).astype(np.float32))
       pos2d[s][a] = views
@@ -85,30 +121,121 @@ def config_for(directory, **h36m_overrides):
   return c
 
 
-def test_shipped_calibration_is_the_shared_one():
-  cams = h36m._camera_json()  # pylint: disable=protected-access
-  assert set(cams) >= set(h36m.SUBJECTS)
+def matrix_to_quaternion(r):
+  """(3, 3) rotation -> unit quaternion (w, x, y, z), w >= 0 (Shepperd, trace branch and
+  the largest-diagonal branches)."""
+  t = np.trace(r)
+  if t > 0:
+    w = math.sqrt(1 + t) / 2
+    return np.array([w, (r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w),
+                     (r[1, 0] - r[0, 1]) / (4 * w)])
+  i = int(np.argmax(np.diag(r)))
+  j, k = (i + 1) % 3, (i + 2) % 3
+  q = np.zeros(4)
+  q[1 + i] = math.sqrt(1 + r[i, i] - r[j, j] - r[k, k]) / 2
+  q[0] = (r[k, j] - r[j, k]) / (4 * q[1 + i])
+  q[1 + j] = (r[j, i] + r[i, j]) / (4 * q[1 + i])
+  q[1 + k] = (r[k, i] + r[i, k]) / (4 * q[1 + i])
+  return q * np.sign(q[0] or 1.0)
+
+
+def videopose3d_source(table) -> str:
+  """A file laid out as VideoPose3D's common/h36m_dataset.py (its imports, a class and the
+  two literal camera tables, S2 with empty extrinsics), made from `table`."""
+  intr = [{"id": cam_id, "center": list(c), "focal_length": list(f),
+           "radial_distortion": list(k), "tangential_distortion": list(p), "res_w": w,
+           "res_h": h, "azimuth": 0} for cam_id, (f, c, k, p, (w, h))
+          in geometry.H36M_INTRINSICS.items()]
+  extr = {"S2": [{}, {}, {}, {}]}
+  for s, cams in table["cameras"].items():
+    extr[s] = [{"orientation": matrix_to_quaternion(np.asarray(cams[c]["R"])).tolist(),
+                "translation": (np.asarray(cams[c]["T"]) * 1000).tolist()}
+               for c in h36m.CAMERA_ORDER]
+  return ("import numpy as np\nfrom common.skeleton import Skeleton\n\n"
+          f"h36m_cameras_intrinsic_params = {intr!r}\n\n"
+          f"h36m_cameras_extrinsic_params = {extr!r}\n\n"
+          "class Human36mDataset:\n    def __init__(self, path):\n        raise SystemExit\n")
+
+
+def test_calibration_converted_from_videopose3d(tmp_path):
+  table = tiny_calibration(("S1", "S9"))
+  src = tmp_path / "h36m_dataset.py"
+  src.write_text(videopose3d_source(table))
+  out = tmp_path / "h36m_cameras.json"
+  assert h36m_calibration.main(["--videopose3d", str(src), "--out", str(out)]) == 0
+  got = h36m_calibration.read(str(out))
+  assert sorted(got) == ["S1", "S9"]  # S2's empty extrinsics are left out.
+  want = tiny_cameras(("S1", "S9"))
+  for s in want:
+    for c in h36m.CAMERA_ORDER:
+      for k in ("R", "T", "f", "c", "k", "p", "w", "h"):
+        np.testing.assert_allclose(got[s][c][k], want[s][c][k], atol=1e-9, err_msg=k)
+  # Intrinsics agree with the ones the synthetic data uses.
+  for cam_id, (f, c, k, p, (w, h)) in geometry.H36M_INTRINSICS.items():
+    cam = h36m.camera_params(got, "S9", cam_id)
+    np.testing.assert_allclose(cam["f"], f)
+    assert (cam["w"], cam["h"]) == (w, h)
+
+
+def test_shared_calibration_reads_and_matches_the_intrinsics():
+  if not os.path.exists(SHARED_CAMERAS):
+    pytest.skip("../shared/h36m/cameras.json not present")
+  cams = h36m_calibration.read(SHARED_CAMERAS)
   for s in h36m.SUBJECTS:
     assert sorted(cams[s]) == sorted(h36m.CAMERA_ORDER)
   for cam_id, (f, c, k, p, (w, h)) in geometry.H36M_INTRINSICS.items():
-    cam = h36m.camera_params("S9", cam_id)
+    cam = h36m.camera_params(cams, "S9", cam_id)
     np.testing.assert_allclose(cam["f"], f, atol=1e-3)
     np.testing.assert_allclose(cam["c"], c, atol=1e-3)
     np.testing.assert_allclose(cam["k"], k, atol=1e-5)
     assert (cam["w"], cam["h"]) == (w, h)
-    np.testing.assert_allclose(cam["R"] @ cam["R"].T, np.eye(3), atol=1e-6)
-  if not os.path.exists(SHARED_CAMERAS):
-    pytest.skip("../shared/h36m/cameras.json not present")
-  with open(SHARED_CAMERAS) as f:
-    assert json.load(f)["cameras"] == cams
+
+
+def test_calibration_errors(tmp_path):
+  missing = tmp_path / "none" / "h36m_cameras.json"
+  with pytest.raises(DataError, match="python -m posemachine.data.h36m_calibration"):
+    h36m_calibration.read(str(missing))
+  table = tiny_calibration(("S1",))
+  cases = {
+      "R": ([[1, 0], [0, 1]], r"\['R'\] has shape \(2, 2\)"),
+      "T": ([0, float("nan"), 1], "non-finite"),
+      "w": (0, r"\['w'\] = 0; expected a positive image size"),
+      "f": ([-1, 1000], "positive focal lengths"),
+  }
+  for field, (value, message) in cases.items():
+    bad = json.loads(json.dumps(table))
+    bad["cameras"]["S1"]["54138969"][field] = value
+    path = tmp_path / f"bad_{field}.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DataError, match=message):
+      h36m_calibration.read(str(path))
+  skew = json.loads(json.dumps(table))
+  skew["cameras"]["S1"]["54138969"]["R"] = [[1, 0.5, 0], [0, 1, 0], [0, 0, 1]]
+  (tmp_path / "skew.json").write_text(json.dumps(skew))
+  with pytest.raises(DataError, match="not a rotation matrix"):
+    h36m_calibration.read(str(tmp_path / "skew.json"))
+  (tmp_path / "trunc.json").write_text(json.dumps(table)[:200])
+  with pytest.raises(DataError, match="trunc.json: not a valid JSON"):
+    h36m_calibration.read(str(tmp_path / "trunc.json"))
+  del table["cameras"]["S1"]["54138969"]["k"]
+  (tmp_path / "nok.json").write_text(json.dumps(table))
+  with pytest.raises(DataError, match=r"missing field\(s\) \['k'\]"):
+    h36m_calibration.read(str(tmp_path / "nok.json"))
+  with pytest.raises(DataError, match="no calibration for subject 'S7'"):
+    h36m.camera_params(tiny_cameras(("S1",)), "S7", "54138969")
+  # A file that is not VideoPose3D's h36m_dataset.py.
+  (tmp_path / "other.py").write_text("x = 1\n")
+  with pytest.raises(DataError, match="h36m_cameras_intrinsic_params"):
+    h36m_calibration.from_videopose3d(str(tmp_path / "other.py"))
 
 
 def test_world_camera_pixels_round_trip():
   rng = np.random.default_rng(0)
   world = rng.uniform([-1, -1, 0], [1, 1, 2], size=(50, 3))  # the capture volume, metres.
+  cameras = tiny_cameras()
   for subject in ("S1", "S11"):
     for cam_id in h36m.CAMERA_ORDER:
-      cam = h36m.camera_params(subject, cam_id)
+      cam = h36m.camera_params(cameras, subject, cam_id)
       pc = h36m.world_to_camera(world, cam["R"], cam["T"])
       assert (pc[:, 2] > 2).all()  # in front of every camera
       # The NumPy twins agree with posemachine.geometry (the JAX functions).
@@ -143,7 +270,7 @@ def test_reader_values_trim_and_labels(tiny):
   assert seqs.subject[i] == "S9" and seqs.action[i] == "Walking"
   seq = seqs.sequence(i)
   assert len(seq["pose_3d"]) == FRAMES  # 2D was 2 frames longer: trimmed.
-  cam = h36m.camera_params("S9", "55011271")
+  cam = h36m.camera_params(tiny_cameras(), "S9", "55011271")
   pc = h36m.world_to_camera(pos3d["S9"]["Walking 1"][:, skeleton.H36M_FROM_32], cam["R"],
                             cam["T"])
   np.testing.assert_allclose(seq["pose_3d"], pc - pc[:, :1], atol=1e-5)

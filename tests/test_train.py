@@ -120,7 +120,8 @@ def test_main_cli_rejects_unknown_key_and_missing_h36m(tmp_path):
   cmd = [sys.executable, "-m", "posemachine.main", "--config=configs/synthetic.py",
          f"--workdir={tmp_path}", "--config.train.num_stepz=3"]
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-  assert r.returncode != 0 and "num_stepz" in r.stderr
+  assert r.returncode != 0 and "Unknown config key 'train.num_stepz'" in r.stderr
+  assert "Did you mean 'train.num_steps'?" in r.stderr and "Traceback" not in r.stderr
   cmd = [sys.executable, "-m", "posemachine.main", "--config=configs/h36m.py",
          f"--workdir={tmp_path}", f"--config.data.dir={tmp_path}"]
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

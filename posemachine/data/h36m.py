@@ -8,8 +8,9 @@ Files (in `config.data.dir`):
     `CAMERA_ORDER`; metadata (num_joints, keypoints_symmetry, layout_name).
 
 Each (subject, action, camera) becomes one sequence: the 17 joints of `skeleton.H36M_FROM_32`
-moved into the camera frame with the shipped extrinsics (`h36m_cameras.json`, convention
-x_world = R @ x_cam + T), root-relative (pelvis at 0), metres; 2D normalised as
+moved into the camera frame with the user's calibration (`config.data.h36m.cameras`, default
+`<data.dir>/h36m_cameras.json`, data/h36m_calibration.py; x_world = R @ x_cam + T),
+root-relative (pelvis at 0), metres; 2D normalised as
 u / w * 2 - [1, h / w]. 2D sequences a few frames longer than the mocap are trimmed.
 Synchronised views: the four cameras of one (subject, action) share a per-frame `view_group`
 id and carry their `camera_rotation` (data/views.py; for loss.w_multiview on 2D-only data).
@@ -33,13 +34,12 @@ whole training subjects instead.
 from __future__ import annotations
 
 import functools
-import json
 import os
-from importlib import resources
 
 import numpy as np
 
 from posemachine import skeleton
+from posemachine.data import h36m_calibration
 from posemachine.data import safe_npz
 from posemachine.data.sequences import DataError
 from posemachine.data.sequences import Sequences
@@ -65,7 +65,10 @@ Human3.6M expects the VideoPose3D-format files in --config.data.dir ({dir}):
   data_2d_h36m_{kp}.npz   2D keypoints (positions_2d: subject -> action -> 4 x (T, 17, 2) px)
 Prepare them with VideoPose3D's data/prepare_data_h36m.py from the Human3.6M release
 (https://github.com/facebookresearch/VideoPose3D/blob/main/DATASETS.md); 2D detections
-(e.g. cpn_ft_h36m_dbb) come from the same page."""
+(e.g. cpn_ft_h36m_dbb) come from the same page. The camera calibration is a third file,
+h36m_cameras.json, made once with
+  python -m posemachine.data.h36m_calibration \\
+      --videopose3d=/path/to/VideoPose3D/common/h36m_dataset.py --out={dir}/h36m_cameras.json"""
 
 
 def split_action(name: str) -> tuple[str, str]:
@@ -87,29 +90,13 @@ def parse_list(text: str) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ cameras
 
 
-@functools.lru_cache(maxsize=1)
-def _camera_json() -> dict:
-  with resources.files("posemachine.data").joinpath("h36m_cameras.json").open() as f:
-    return json.load(f)["cameras"]
-
-
-def camera_params(subject: str, camera_id: str) -> dict:
-  """Calibration of one camera for one subject, from the shipped h36m_cameras.json.
+def camera_params(cameras: dict, subject: str, camera_id: str, path: str = "") -> dict:
+  """Calibration of one camera for one subject from `h36m_calibration.read`'s table.
 
   Returns dict: R (3, 3) camera-to-world rotation, T (3,) camera centre in world metres
   (x_world = R @ x_cam + T), f (2,), c (2,) pixels, k (3,), p (2,), w, h pixels.
   """
-  cams = _camera_json()
-  if subject not in cams:
-    raise DataError(f"No Human3.6M calibration for subject {subject!r}; calibrated "
-                    f"subjects: {sorted(cams)}.")
-  if camera_id not in cams[subject]:
-    raise DataError(f"No Human3.6M camera {camera_id!r} for {subject}; cameras: "
-                    f"{sorted(cams[subject])}.")
-  c = cams[subject][camera_id]
-  out = {k: np.asarray(c[k], np.float64) for k in ("R", "T", "f", "c", "k", "p")}
-  out["w"], out["h"] = float(c["w"]), float(c["h"])
-  return out
+  return h36m_calibration.camera(cameras, subject, camera_id, path or "the calibration")
 
 
 def world_to_camera(points, rotation, translation):
@@ -304,15 +291,18 @@ def _subjects(h, split: str) -> tuple[str, ...]:
 
 
 def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=(),
-         source: str = "h36m") -> list[dict]:
+         source: str = "h36m", calibration: str = "") -> list[dict]:
   """Per-(subject, action, camera) sequence dicts of the given subjects (see module doc).
 
   Args:
     actions: base action names to keep ('' / () for all).
+    calibration: the camera calibration JSON ('': <data_dir>/h36m_cameras.json).
   """
   help_text = FILES_HELP.format(dir=data_dir or "<not set>", kp=keypoints)
   p3d, p2d = check_files(data_dir, ["data_3d_h36m.npz", f"data_2d_h36m_{keypoints}.npz"],
                          help_text)
+  calibration = calibration or os.path.join(data_dir, h36m_calibration.FILE_NAME)
+  calib = h36m_calibration.read(calibration)
   pos3d, (pos2d, _) = read_pair(p3d, p2d, 32, 17, ("h36m",))
   unknown_cams = [c for c in cameras if c not in CAMERA_ORDER]
   if unknown_cams:
@@ -340,7 +330,8 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
         if kp is None:
           continue
         where = f"{p2d}: subject {subject!r}, action {action!r}, camera {cam_id}"
-        seq = camera_sequence(world, kp, camera_params(subject, cam_id), where,
+        seq = camera_sequence(world, kp, camera_params(calib, subject, cam_id, calibration),
+                              where,
                               skeleton.H36M_FROM_32)
         seq.update(subject=subject, action=base,
                    camera=f"{cam_id}#{take}" if take else cam_id,
@@ -370,7 +361,8 @@ def load_split(config, split: str) -> Sequences:
   cameras = CAMERA_ORDER
   if split == "test" and h.protocol == "frontal":
     cameras = (h.frontal_camera,)
-  items = load(d.dir, h.keypoints, subjects, cameras, actions)
+  items = load(d.dir, h.keypoints, subjects, cameras, actions,
+               calibration=h36m_calibration.cameras_path(config))
   if split != "test" and not parse_list(h.val_subjects):
     heads, tails = split_tail(items, h.val_fraction)
     items = heads if split == "train" else tails

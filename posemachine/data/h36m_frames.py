@@ -49,8 +49,7 @@ import weakref
 
 import numpy as np
 
-from posemachine import errors
-from posemachine.data import h36m
+from posemachine import errors, geometry
 from posemachine.data import sequences as seq_lib
 
 PLACEHOLDERS = ("subject", "action", "action_name", "base", "take", "camera", "frame",
@@ -209,8 +208,12 @@ class FrameData:
     s = self.seqs
     index = np.rint(s.extras["frame_index"]).astype(np.int64)
     cams = [parse_camera(c)[0] for c in s.camera]
-    wh = np.array([[h36m.camera_params(subj, c)[k] for k in ("w", "h")]
-                   for subj, c in zip(s.subject, cams)], np.float64)       # (S, 2)
+    unknown = sorted(set(cams) - set(geometry.H36M_INTRINSICS))
+    if unknown:
+      raise errors.DataError(f"{seqs.source}: camera id(s) {unknown} are not Human3.6M's "
+                             f"{list(geometry.H36M_INTRINSICS)}.")
+    # Image size of each sequence's camera (the same for every subject).
+    wh = np.array([geometry.H36M_INTRINSICS[c][4] for c in cams], np.float64)  # (S, 2)
     seq_of = np.repeat(np.arange(s.num_sequences), s.lengths)
     self.cam_wh = wh[seq_of]                                               # (N, 2)
     w = self.cam_wh[:, None, :1]                                           # (N, 1, 1)

@@ -28,6 +28,7 @@ import numpy as np
 
 from posemachine import skeleton
 from posemachine.data import h36m
+from posemachine.data.h36m_calibration import quaternion_to_matrix
 from posemachine.data.sequences import DataError
 from posemachine.data.sequences import Sequences
 
@@ -56,15 +57,6 @@ HumanEva-I expects the VideoPose3D-format files in --config.data.dir ({dir}):
   data_3d_humaneva15.npz          3D mocap (positions_3d: 'Train/S1' -> 'Walking 1 chunk0' -> (T, 15, 3) m)
   data_2d_humaneva15_{kp}.npz  2D keypoints (positions_2d: same keys -> 3 x (T, 15, 2) px)
 Prepare them with VideoPose3D's data/prepare_data_humaneva.py (see its DATASETS.md)."""
-
-
-def quaternion_to_matrix(q) -> np.ndarray:
-  """Unit quaternion (w, x, y, z) -> (3, 3) rotation matrix (active, right-handed)."""
-  w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-  return np.array([
-      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
 
 
 def base_subject(subject: str) -> str:

@@ -58,9 +58,10 @@ def _source_settings(config) -> dict:
     raise DataError(f"config.data.source = {d.source!r} has no prepared (tfds) format; "
                     f"expected one of {sorted(EXTRAS)} (the synthetic source is generated "
                     "in memory: use data.format='memory').")
-  # Directories are left out: the prepared data moves with them (its default place is
-  # under data.dir).
-  section = {k: v for k, v in d[d.source].to_dict().items() if not k.endswith("_dir")}
+  # Paths are left out: the prepared data moves with them (its default place is under
+  # data.dir).
+  section = {k: v for k, v in d[d.source].to_dict().items()
+             if not k.endswith("_dir") and k != "cameras"}
   return {"source": d.source, "num_joints": d.num_joints, d.source: section}
 
 
