@@ -342,6 +342,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state, step: int | None = N
         f"Checkpoint step(s) {[s for s, _, _ in failures]} in {manager.directory} do not match "
         f"this model ({detail}). Use a new --workdir (or, if these files are damaged rather "
         "than from another model, delete them to start over).")
+  if step is not None:  # the caller asked for this step: it decides what to say.
+    raise CheckpointError(f"checkpoint step {step} in {manager.directory} is unreadable "
+                          f"({detail}).")
   raise CheckpointError(
       f"No readable checkpoint in {manager.directory} ({detail}). Refusing to start over a "
       "corrupt run: restore the files from a backup, or delete the checkpoints directory "

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from posemachine import io_utils
-from posemachine.errors import ConfigError, PoseMachineError
+from posemachine.errors import CheckpointError, ConfigError, PoseMachineError
 
 EXPORT_FORMAT = "posemachine-exported-lifter-v1"
 WINDOW_MODES = ("slide", "tile", "sequence")
@@ -113,7 +113,9 @@ def load_checkpoint(workdir: str, step: int | str | None = None) -> Checkpoint:
   abstract = jax.eval_shape(functools.partial(
       train.init_state, model, tx, num_joints=config.data.num_joints,
       window=config.data.window), jax.random.key(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # This process's own first device (jax.devices()[0] belongs to process 0: on a multi-host
+  # run the other processes could not restore onto it).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           abstract)
   manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
@@ -132,7 +134,16 @@ def load_checkpoint(workdir: str, step: int | str | None = None) -> Checkpoint:
     if step not in manager.all_steps():
       raise PoseMachineError(f"No checkpoint of step {step} in {ckpt_dir}; there are "
                              f"{sorted(manager.all_steps())}.")
-    state = checkpoints.restore(manager, abstract, step)
+    try:
+      state = checkpoints.restore(manager, abstract, step)
+    except CheckpointError as e:
+      others = sorted(s for s in manager.all_steps() if s != step)
+      raise CheckpointError(
+          f"{e}\n"
+          + (f"Other steps there: {others}; load one of them (predict: --checkpoint=N). "
+             if others else "There is no other step. ")
+          + "Rerunning the training command on this workdir moves damaged steps to "
+          "corrupt_checkpoints/ and resumes from the newest good one.") from None
   finally:
     manager.close()
   return Checkpoint(state.params, config, int(step))

@@ -80,12 +80,30 @@ def _say(msg: str) -> None:
 
 
 def _output_stem(output: str, input_path: str) -> str:
+  """OUT of OUT.npz, OUT.json, ...; checked before any work: its folder can be written and
+  no output would replace the input file."""
+  if not output:
+    raise errors.PoseMachineError("--output is empty; give an output prefix (OUT) or a "
+                                  "directory ending in '/'.")
   if output.endswith(os.sep) or os.path.isdir(output):
     stem = os.path.join(output, os.path.splitext(os.path.basename(input_path))[0])
   else:
     base, ext = os.path.splitext(output)
     stem = base if ext.lower() in _OUTPUT_EXTS else output
-  os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+  folder = os.path.dirname(os.path.abspath(stem))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise errors.PoseMachineError(f"--output={output}: cannot create the folder {folder} "
+                                  f"({e.strerror or e}).") from None
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise errors.PoseMachineError(f"--output={output}: the folder {folder} is not writable.")
+  source = os.path.abspath(input_path)
+  for ext in _OUTPUT_EXTS:
+    if os.path.abspath(stem + ext) == source:
+      raise errors.PoseMachineError(
+          f"--output={output} would overwrite the input file {input_path} (with "
+          f"{os.path.basename(stem + ext)}); choose another --output.")
   return stem
 
 
@@ -140,6 +158,20 @@ def _check_pixels(xy, image_size, source):
   return out
 
 
+# Beyond this many pixels a coordinate is not a keypoint (and nears float32's range).
+MAX_PIXELS = 1e7
+
+
+def _check_magnitude(kp) -> None:
+  """PoseMachineError naming the first finite keypoint coordinate beyond MAX_PIXELS."""
+  big = np.isfinite(kp.xy) & (np.abs(kp.xy) > MAX_PIXELS)
+  if big.any():
+    f, j, d = np.argwhere(big)[0]
+    raise errors.PoseMachineError(
+        f"{kp.source}: frame {kp.frame_ids[f]}, keypoint {j} ({kp.fmt} order): {'xy'[d]} = "
+        f"{kp.xy[f, j, d]:.4g} is not a pixel coordinate (|value| > {MAX_PIXELS:g}).")
+
+
 def _write_json(path, obj):
   """One top-level key per line (units and axes first), arrays compact."""
   body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
@@ -165,8 +197,13 @@ def run(workdir: str, input_path: str, output: str, *, image_size=None, camera=N
   t0 = time.time()
   if not (np.isfinite(fps) and fps > 0):
     raise errors.PoseMachineError(f"--fps={fps}: expected a positive frame rate.")
+  for name, value in (("batch_size", batch_size), ("max_animation_frames", max_animation_frames)):
+    if int(value) < 1:
+      raise errors.PoseMachineError(f"--{name}={value}: expected an integer >= 1.")
   size, cam = _camera(image_size, camera, focal_length)
+  stem = _output_stem(output, input_path)
   kp = keypoints.read_keypoints(input_path, fmt, multi_person)
+  _check_magnitude(kp)
   warnings = _check_pixels(kp.xy, size, input_path)
   prep = keypoints.prepare(kp, min_confidence, on_nan)
   warnings += prep.warnings
@@ -194,7 +231,12 @@ def run(workdir: str, input_path: str, output: str, *, image_size=None, camera=N
     root = inference.estimate_root_trajectory(pose, prep.xy, prep.confidence, cam)
     reproj = np.asarray(geometry.project_to_2d(pose + root[:, None].astype(np.float32), cam))
 
-  stem = _output_stem(output, input_path)
+  bad = ~np.isfinite(pose).all(axis=(1, 2))
+  if bad.any():  # nothing is written from a non-finite lift.
+    raise errors.PoseMachineError(
+        f"{input_path}: the model gave non-finite 3D poses on {int(bad.sum())} of {t} frames "
+        f"(first: frame {prep.frame_ids[int(np.argmax(bad))]}); nothing was written. Check "
+        f"the keypoints and the checkpoint ({workdir}, step {ckpt.step}).")
   files = {}
   source = {"input": os.path.abspath(input_path), "format": fmt, "image_size": list(size),
             "camera": camera, "focal_length": focal_length,

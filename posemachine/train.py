@@ -302,13 +302,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     group_names = sorted(state.params)
     skipped_total = 0
     preemption = distributed.PreemptionWatcher()  # SIGTERM: save and stop (see below).
+    throttle = jax.default_backend() == "cpu" and mesh.devices.size > 1
     for step in range(start + 1, t.num_steps + 1):
       state, m = run_step(state, step)
       pending.append((step, m))
-      if len(pending) > MAX_IN_FLIGHT:
-        # Bound the steps queued ahead of the device: waits on an older step only (the device
-        # stays busy). Unbounded queues of device-sampled steps (no host work between them)
-        # deadlocked XLA's CPU all-reduce rendezvous with several (fake) CPU devices.
+      if throttle and len(pending) > MAX_IN_FLIGHT:
+        # Bound the steps queued ahead of the devices: waits on an older step only (they
+        # stay busy). Unbounded queues of device-sampled steps (no host work between them)
+        # deadlocked XLA's CPU all-reduce rendezvous with several (fake) CPU devices; other
+        # platforms run unthrottled (no host sync between log points).
         jax.block_until_ready(pending[-MAX_IN_FLIGHT - 1][1]["loss"])
       is_eval = step % t.eval_every == 0 or step == t.num_steps
       if t.nonfinite == "stop" and is_eval:  # never checkpoint past a non-finite step.
@@ -338,6 +340,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
       # Every process asks at every step (with several, they agree on the step to stop at).
       if step < t.num_steps and preemption.should_stop(step):
+        host = jax.device_get(pending)
+        if t.nonfinite == "stop":  # never checkpoint past a non-finite step.
+          check_nonfinite(host, group_names)
+        if host:
+          writer.write_scalars(step, _log_means(host), prefix="train")
         return stop_preempted(manager, writer, preemption, step, t.num_steps, state)
     preemption.close()
     progress.done()

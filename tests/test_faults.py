@@ -100,6 +100,20 @@ def test_nonfinite_stop_names_step_and_tensor(tmp_path, monkeypatch):
   assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "3"))
 
 
+def test_a_preemption_after_a_nonfinite_step_stops_instead_of_saving(tmp_path, monkeypatch):
+  """SIGTERM between log points: the steps since the last log are checked before the
+  preemption checkpoint, which is never written past a non-finite step."""
+  from posemachine import distributed  # pylint: disable=g-import-not-at-top
+  _poisoned_batches(monkeypatch, {2}, np.inf)
+  monkeypatch.setattr(distributed.PreemptionWatcher, "should_stop",
+                      lambda self, step: step == 3)
+  config = tiny_config_lib.get_config(num_steps=6, log_every=6, eval_every=6)
+  config.data.device_sampling = False
+  with pytest.raises(errors.NonFiniteError, match="at training step 2"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "3"))
+
+
 def test_nonfinite_choice_is_validated():
   config = tiny_config_lib.get_config(nonfinite="ignore")
   with pytest.raises(errors.ConfigError, match="train.nonfinite"):
@@ -186,6 +200,23 @@ def test_corrupt_latest_checkpoint_falls_back(three_checkpoints, tmp_path, fault
   state, mgr = _restore(workdir)
   mgr.close()
   assert int(state.step) == 3
+
+
+def test_loading_a_corrupt_step_for_inference_names_the_good_ones(three_checkpoints, tmp_path):
+  """inference (predict) reads only: a damaged latest step is reported with the readable
+  alternatives, left in place, and never met with advice to delete the checkpoints."""
+  workdir = str(tmp_path / "w")
+  shutil.copytree(three_checkpoints, workdir)
+  checkpoints.check_workdir_config(workdir, tiny_config_lib.get_config())  # config.json
+  _truncate(_largest_file(os.path.join(workdir, "checkpoints", "3")))
+  with pytest.raises(errors.CheckpointError,
+                     match=r"(?s)checkpoint step 3 in .* is unreadable .*Other steps there: "
+                     r"\[1, 2\]; load one of them \(predict: --checkpoint=N\)") as e:
+    inference.load_checkpoint(workdir)
+  assert "delete" not in str(e.value)
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "3"))
+  ckpt = inference.load_checkpoint(workdir, 2)
+  jax.tree.map(np.testing.assert_array_equal, ckpt.params, _state(2).params)
 
 
 def test_no_good_checkpoint_raises(three_checkpoints, tmp_path):

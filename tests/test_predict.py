@@ -143,6 +143,26 @@ def test_predict_cli_reports_bad_inputs(tmp_path, capsys):
   assert "empty.json: no detections (empty list)" in err
   assert predict.main(["predict", "--input=x"]) == 2
   assert "missing --workdir, --output" in capsys.readouterr().err
+  # Checked before the model is loaded ('nowhere' is no workdir).
+  good = tmp_path / "clip.json"
+  good.write_text(json.dumps([{"image_id": 0, "keypoints": [500.0, 500.0, 0.9] * 17}]))
+  base = ["predict", "--workdir=nowhere", f"--input={good}", "--image_size=1000,1000"]
+  for extra, message in (
+      ([f"--output={tmp_path}/"], "would overwrite the input file"),
+      ([f"--output={good}"], "would overwrite the input file"),
+      (["--output="], "--output is empty"),
+      ([f"--output={good}/sub/o"], "cannot create the folder"),
+      ([f"--output={tmp_path}/o", "--batch_size=0"], "--batch_size=0: expected an integer"),
+      ([f"--output={tmp_path}/o", "--max_animation_frames=0"], "expected an integer >= 1")):
+    assert predict.main(base + extra) == 1, extra
+    assert message in capsys.readouterr().err, extra
+  assert json.loads(good.read_text())[0]["image_id"] == 0  # the input is untouched.
+  huge = tmp_path / "huge.json"
+  huge.write_text(json.dumps([{"image_id": 7, "keypoints": [500.0, 500.0, 0.9] * 3
+                               + [1e300, 500.0, 0.9] + [500.0, 500.0, 0.9] * 13}]))
+  assert predict.main(["predict", "--workdir=nowhere", f"--input={huge}",
+                       "--image_size=1000,1000", f"--output={tmp_path}/h"]) == 1
+  assert "frame 7, keypoint 3 (coco order): x = 1e+300 is not a pixel" in capsys.readouterr().err
   r = subprocess.run([sys.executable, "-m", "posemachine.predict", "--help"], cwd=REPO,
                      capture_output=True, text=True, timeout=60)
   assert r.returncode == 0 and "--min_confidence" in r.stderr and "metres" in r.stderr
