@@ -92,6 +92,34 @@ def test_lift_is_pure_and_composes_with_jit_vmap_grad(ckpt):
     lift(params, x[..., :16, :], c)
 
 
+@pytest.mark.parametrize("direction", ["causal", "bidirectional"])
+def test_lift_inside_shard_map_matches_and_differentiates(direction):
+  """Users' data-parallel code: lift under jax.shard_map over 8 devices (the batch split,
+  params replicated) gives the unsharded values and gradients (w.r.t. params and 2D)."""
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  config = tiny_config(direction)
+  model = machine.from_config(config.model, 17)
+  x, c = clip(batch=8, frames=WINDOW, seed=4)
+  params = model.init(jax.random.key(0), x, c)["params"]
+  params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape),
+                        params)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+  lift = functools.partial(inference.lift, config=config)
+
+  def local_loss(p, kp, conf):
+    return jax.lax.pmean(jnp.mean(lift(p, kp, conf) ** 2), "data")
+
+  sharded = jax.shard_map(local_loss, mesh=mesh, in_specs=(P(), P("data"), P("data")),
+                          out_specs=P())
+  plain = lambda p, kp, conf: jnp.mean(lift(p, kp, conf) ** 2)
+  np.testing.assert_allclose(jax.jit(sharded)(params, x, c), plain(params, x, c), rtol=1e-5)
+  for argnums in (0, 1):
+    got = jax.jit(jax.grad(sharded, argnums=argnums))(params, x, c)
+    want = jax.grad(plain, argnums=argnums)(params, x, c)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7),
+                 got, want)
+
+
 def test_streaming_equals_offline_causal(ckpt):
   workdir, _ = ckpt
   params, config = inference.load(workdir)

@@ -36,6 +36,23 @@ def _matmul(x, w):
   return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
 
 
+def _varying_axes(x) -> frozenset:
+  """Mesh axes over which x differs between devices inside `jax.shard_map` (empty outside)."""
+  t = jax.typeof(x)
+  manual = getattr(t, "manual_axis_type", None)
+  return frozenset(manual.varying if manual is not None else getattr(t, "vma", ()))
+
+
+def sum_like(cotangent, like):
+  """A weight's cotangent summed over the mesh axes where it varies but the weight does not.
+
+  Inside `jax.shard_map`, a weight replicated over the 'data' axis gets per-device
+  gradient contributions; a custom VJP must add them up itself (autodiff would). Outside
+  shard_map this is the identity."""
+  extra = tuple(sorted(_varying_axes(cotangent) - _varying_axes(like)))
+  return lax.psum(cotangent, extra) if extra else cotangent
+
+
 @jax.custom_vjp
 def dense_product(x, w):
   """x (..., D) @ w (D, N) -> (..., N) in the operands' dtype."""
@@ -57,7 +74,7 @@ def _bwd(res, dy):
     dw = lax.optimization_barrier(x2.T) @ dy2
   else:
     dw = lax.dot_general(x2, dy2, (((0,), (0,)), ((), ())))
-  return dx.astype(x.dtype), dw.astype(w.dtype)
+  return dx.astype(x.dtype), sum_like(dw.astype(w.dtype), w)
 
 
 dense_product.defvjp(_fwd, _bwd)

@@ -238,7 +238,8 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
   d_flat = d_gates.reshape(-1, d_gates.shape[-1])
   d_bias = jnp.dot(jnp.ones((d_flat.shape[0],), cdt), d_flat,
                    preferred_element_type=jnp.float32).astype(cdt)
-  return d_gates, jnp.zeros_like(mask), dw, d_bias, dh0, dc0
+  return (d_gates, jnp.zeros_like(mask), dense.sum_like(dw, w_rec),
+          dense.sum_like(d_bias, w_rec), dh0, dc0)
 
 
 lstm_scan.defvjp(_fwd, _bwd)
@@ -286,8 +287,9 @@ class LSTM(nn.Module):
       mask = jnp.ones(x.shape[:2], jnp.float32)
     mask = mask.astype(jnp.float32)[..., None]
     zero_state = initial_state is None
-    if initial_state is None:
-      initial_state = (jnp.zeros((b, h), jnp.float32), jnp.zeros((b, h), jnp.float32))
+    if initial_state is None:  # zeros like the inputs' rows (inside shard_map: per device).
+      zeros = jnp.zeros_like(gates_in[0, :, :h], jnp.float32)
+      initial_state = (zeros, zeros)
     h0, c0 = (s.astype(jnp.float32) for s in initial_state)
     ys, final = lstm_scan(gates_in, mask, w_rec.astype(self.dtype), bias.astype(self.dtype),
                           h0, c0, self.reverse, self.unroll, zero_state)
