@@ -60,6 +60,13 @@ def make_eval_step(model, mesh, refine_config=None):
   refine_fn = None
   if refine_config is not None and refine_config.enabled:
     refine_fn = refine.make_refine(_model_config(model), refine_config, model.num_joints)
+    if mesh.devices.size > 1:
+      # Each device corrects its own rows: on the global batch, refine's lax.map over chunks
+      # made XLA gather the batch and run every chunk on every device. check_vma=False keeps
+      # each sample's weight gradients its own (no all-reduce over 'data').
+      refine_fn = jax.shard_map(refine_fn, mesh=mesh, in_specs=(P(), P("data"), P("data"),
+                                                                P("data")),
+                                out_specs=P("data"), check_vma=False)
 
   def step(params, batch):
     out = model.apply({"params": params}, batch["pose_2d"], batch["confidence"], batch["mask"])

@@ -99,6 +99,29 @@ def test_evaluator_reports_before_and_after_correction():
   assert np.mean(np.asarray(errs["proj_2d"])[real]) < np.mean(np.asarray(plain["proj_2d"])[real])
 
 
+def test_evaluator_on_eight_devices_matches_one_and_refines_each_row_once():
+  """With the batch split over 8 devices, each device corrects its own rows (chunked):
+  same poses, steps and discards as one device, and no gather of the batch in the HLO."""
+  from posemachine import evaluate, train  # pylint: disable=g-import-not-at-top
+  config, params, out, pose_2d, mask, _ = setup(b=16, steps=2, learning_rate=1e-3,
+                                                converge_mm=0.0, discard_mm=1e9,
+                                                enabled=True, chunk=1)
+  model = machine.from_config(config.model, K)
+  batch = {"pose_2d": pose_2d, "confidence": jnp.ones(pose_2d.shape[:-1]), "mask": mask,
+           "pose_3d": out["pose_3d"] * 0.9}
+  results = []
+  for n in (1, 8):
+    step = evaluate.make_eval_step(model, train.create_mesh(n), config.refine)
+    results.append(jax.device_get(step(params, batch)))
+    if n == 8:
+      hlo = step.lower(params, batch).compile().as_text()
+      assert "all-gather" not in hlo
+  (p1, e1), (p8, e8) = results
+  np.testing.assert_allclose(p8, p1, atol=1e-6)
+  for k in ("refine_steps", "refine_discarded", "mpjpe", "proj_2d"):
+    np.testing.assert_allclose(e8[k], e1[k], atol=1e-4, err_msg=k)
+
+
 def test_weak_perspective_objective_decreases():
   _, params, out, pose_2d, mask, fn = setup(steps=5, learning_rate=1e-3, converge_mm=0.0,
                                             discard_mm=1e9, projection="weak_perspective")
