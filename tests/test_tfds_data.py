@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from posemachine import config_defaults
-from posemachine.data import pipeline, tfds_data
+from posemachine.data import labels, pipeline, tfds_data
 from posemachine.data.sequences import DataError
 from test_h36m import write_tiny_h36m
 from test_humaneva import write_tiny_humaneva
@@ -113,6 +113,36 @@ def test_process_shards_are_disjoint_and_complete(prepared_h36m, processes):
   config.data.shard_by_process = False
   assert tfds_data.load_split(config, "train", 1, processes).num_sequences == full.num_sequences
   config.data.shard_by_process = True
+
+
+@pytest.mark.parametrize("by", ["subject", "sequence"])
+def test_labelled_fraction_on_shards_equals_one_process(prepared_h36m, by):
+  """Each process draws the labelled subjects (sequences) over the whole split, so the
+  shards together label exactly what a single process labels."""
+  config = prepared_h36m
+  full = labels.apply_labelled_fraction(tfds_data.load_split(config, "train"), 0.4, by, 3)
+  want = {k for k, h in zip(zip(full.subject, full.action, full.camera), full.has_3d) if h}
+  assert 0 < len(want) < full.num_sequences
+  got = set()
+  for p in range(2):
+    shard = tfds_data.load_split(config, "train", p, 2)
+    assert shard.split_index is not None and len(shard.split_subjects) == full.num_sequences
+    shard = labels.apply_labelled_fraction(shard, 0.4, by, 3)
+    got |= {k for k, h in zip(zip(shard.subject, shard.action, shard.camera), shard.has_3d)
+            if h}
+  assert got == want
+  # A dataset prepared before metadata.json listed the subjects: they are read from records.
+  meta_path = os.path.join(tfds_data.dataset_path(config), "metadata.json")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  try:
+    with open(meta_path, "w") as f:
+      json.dump({k: v for k, v in meta.items() if k != "split_subjects"}, f)
+    shard = tfds_data.load_split(config, "train", 1, 2)
+    assert shard.split_subjects == tuple(full.subject)
+  finally:
+    with open(meta_path, "w") as f:
+      json.dump(meta, f)
 
 
 def test_sharded_host_batches_draw_from_the_own_shard(prepared_h36m, monkeypatch):

@@ -33,6 +33,10 @@ class Sequences:
     extras: optional per-frame arrays with leading axis N (e.g. 'pose_2d_clean',
       'root_3d' (N, 3) camera-space pelvis position in metres).
     source: a name for error messages (a file path or 'synthetic:test').
+    split_index: for one process's shard of a split (tfds, several processes), (S,) int64
+      index of each sequence in the whole split; None when the whole split is loaded.
+    split_subjects: with split_index, the subject of every sequence of the whole split (so
+      choices drawn over the split, e.g. the labelled subjects, agree across processes).
   """
   pose_3d: np.ndarray
   pose_2d: np.ndarray
@@ -45,6 +49,8 @@ class Sequences:
   has_3d: np.ndarray
   extras: dict = dataclasses.field(default_factory=dict)
   source: str = "sequences"
+  split_index: np.ndarray | None = None
+  split_subjects: tuple | None = None
 
   @property
   def num_sequences(self) -> int:
@@ -138,7 +144,9 @@ class Sequences:
         starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), lengths=lengths,
         subject=[self.subject[i] for i in idx], action=[self.action[i] for i in idx],
         camera=[self.camera[i] for i in idx], has_3d=self.has_3d[idx],
-        extras={k: v[frames] for k, v in self.extras.items()}, source=self.source)
+        extras={k: v[frames] for k, v in self.extras.items()}, source=self.source,
+        split_index=None if self.split_index is None else self.split_index[idx],
+        split_subjects=self.split_subjects)
 
 
 def window_indices(starts, lengths, seq_ids, offsets, window: int):

@@ -20,6 +20,7 @@ the in-memory loader gives.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -145,8 +146,11 @@ def make_builder(config):
 
     def _split_generators(self, dl_manager):
       del dl_manager  # the files are where the config says (the loaders check them).
-      return {split: self._generate_examples(pipeline.load_split(config, split, "memory"))
-              for split in SPLITS}
+      splits = {split: pipeline.load_split(config, split, "memory") for split in SPLITS}
+      # Every record's subject, per split (metadata.json, written after the records): a
+      # process reading only its shard still knows the whole split's subjects.
+      self.info.metadata["split_subjects"] = {n: list(v.subject) for n, v in splits.items()}
+      return {split: self._generate_examples(seqs) for split, seqs in splits.items()}
 
     def _generate_examples(self, seqs: Sequences):
       missing = set(extras) - set(seqs.extras)
@@ -213,6 +217,14 @@ def load_split(config, split: str, process_index: int = 0, process_count: int = 
         raise DataError(f"{path}: {n} training sequences cannot give each of "
                         f"{process_count} processes one; set data.shard_by_process=False.")
     records = source.__getitems__(ids) if ids else []
+    split_subjects = None
+    if len(ids) != n:
+      split_subjects = (builder.info.metadata or {}).get("split_subjects", {}).get(split)
+      if split_subjects is None:  # prepared by an older version: read every record's subject.
+        split_subjects = [_decode(r, "subject") for r in source.__getitems__(list(range(n)))]
+      if len(split_subjects) != n:
+        raise DataError(f"{path}: metadata.json lists {len(split_subjects)} {split} subjects "
+                        f"for {n} records. {help_text}")
   except DataError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (any reader failure -> DataError)
@@ -235,6 +247,9 @@ def load_split(config, split: str, process_index: int = 0, process_count: int = 
     items.append(item)
   where = "" if len(ids) == n else f", process {process_index} of {process_count}"
   seqs = Sequences.from_list(items, source=f"{config.data.source}:{split} (prepared {path}{where})")
+  if split_subjects is not None:
+    seqs = dataclasses.replace(seqs, split_index=np.asarray(ids, np.int64),
+                               split_subjects=tuple(split_subjects))
   if seqs.num_joints != k:
     raise DataError(f"{path}: {seqs.num_joints} joints, config.data.num_joints = {k}.")
   return seqs
