@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Human3.6M intrinsics, DESIGN.md section 3: f, c, k, p, (w, h).
+# Human3.6M intrinsics (the published calibration): f, c, k, p, (w, h).
 H36M_INTRINSICS = {
     "54138969": ((1145.0494, 1143.7811), (512.5415, 515.4515),
                  (-0.207099, 0.247775, -0.003075), (-0.000976, -0.001424), (1000, 1002)),

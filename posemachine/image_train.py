@@ -1,6 +1,6 @@
 """Staged training and evaluation of the full pose machine from pixels (model.input='images').
 
-The paper's schedule (DESIGN.md section 1), each stage resumable and skipped when its
+The paper's schedule (the paper's reference design), each stage resumable and skipped when its
 `config.stages.<name>.steps` is 0:
   1 encoder       the 2D pose sub-network on 2D labels (heatmap L2 + soft-argmax 2D error);
   2 transformer   image stem + LSTMs on the 3D labels of the intermediate pose, trunk frozen;

@@ -190,9 +190,26 @@ def lift(params, keypoints_2d, confidence=None, mask=None, *, config):
   return out["pose_3d"].reshape(lead + (t, k, 3))
 
 
+_JIT_CACHE: dict = {}  # (kind, config as JSON) -> jitted function; see _cached_jit.
+
+
+def _cached_jit(kind: str, config, build: Callable) -> Callable:
+  """One jitted function per (kind, config contents), so repeated calls (a folder of clips)
+  reuse its compilations. `build(config_copy)` makes it from a private copy of the config."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  key = (kind, json.dumps(config.to_dict(), sort_keys=True, default=str))
+  fn = _JIT_CACHE.get(key)
+  if fn is None:
+    if len(_JIT_CACHE) >= 16:
+      _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
+    fn = _JIT_CACHE[key] = build(ml_collections.ConfigDict(config.to_dict()))
+  return fn
+
+
 def make_lift(config) -> Callable:
-  """jit(lift) with the config bound: f(params, keypoints_2d, confidence=None, mask=None)."""
-  return jax.jit(functools.partial(lift, config=config))
+  """jit(lift) with the config bound: f(params, keypoints_2d, confidence=None, mask=None).
+  The same config (by value) gives the same jitted function."""
+  return _cached_jit("lift", config, lambda c: jax.jit(functools.partial(lift, config=c)))
 
 
 # --------------------------------------------------------------------------- streaming
@@ -315,13 +332,18 @@ def lift_sequence(params, config, keypoints_2d, confidence=None, *, windows: str
 
 def _lift_carried(params, config, x, c, progress):
   from posemachine import metric_writers  # pylint: disable=g-import-not-at-top
-  model = _model(config)
   window, (t, k) = config.data.window, x.shape[:2]
 
-  @jax.jit
-  def chunk(params, states, xs, cs, mask):
-    out = model.apply({"params": params}, xs, cs, mask, initial_states=states)
-    return tuple((h, cc) for h, cc in out["lstm_states"]), out["pose_3d"]
+  def build(c):
+    model = _model(c)
+
+    @jax.jit
+    def chunk(params, states, xs, cs, mask):
+      out = model.apply({"params": params}, xs, cs, mask, initial_states=states)
+      return tuple((h, cc) for h, cc in out["lstm_states"]), out["pose_3d"]
+    return chunk
+
+  chunk = _cached_jit("carried", config, build)
 
   n = math.ceil(t / window)
   pad = n * window - t

@@ -1,4 +1,4 @@
-"""The pose machine's training losses (DESIGN.md section 1), with frame and label masks.
+"""The pose machine's training losses (the paper's reference design), with frame and label masks.
 
 Terms (each a masked mean; weights in `config.loss`):
   3d_intermediate, 3d: joint error of the transformer output and of the corrected pose

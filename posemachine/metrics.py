@@ -1,4 +1,4 @@
-"""3D pose error metrics (DESIGN.md section 5).
+"""3D pose error metrics (the field's definitions).
 
 All JAX metrics take poses of shape (..., K, 3), reduce over joints and return
 per-pose errors (...,) in the units of the input (multiply metres by 1000 for the

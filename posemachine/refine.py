@@ -1,4 +1,4 @@
-"""Test-time self-correction (DESIGN.md section 1), batched: one jitted, vmapped call.
+"""Test-time self-correction (the paper's reference design), batched: one jitted, vmapped call.
 
 For each sample (a window of frames) the projector's projection half is frozen and a few
 Adam steps adapt a fresh copy of the regression half so that the projection of the

@@ -66,7 +66,7 @@ def check_num_joints(array, num_joints: int, what: str) -> None:
         f"got shape {shape}.")
 
 
-# HumanEva-I, 15 joints (VideoPose3D's 'humaneva15' layout, DESIGN.md section 2).
+# HumanEva-I, 15 joints (VideoPose3D's 'humaneva15' layout).
 HUMANEVA15_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "thorax", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
     "right_elbow", "right_wrist", "left_hip", "left_knee", "left_ankle", "right_hip",

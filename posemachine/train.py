@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
     final = state.replace(params=_replicated_params(state.params, mesh))
     return evaluate_workdir(config, workdir, state=final, manager=manager, mesh=mesh,
-                            train_seqs=train_seqs)
+                            train_seqs=train_seqs, eval_step=eval_step)
 
 
 def load_state(config, workdir, mesh):
@@ -377,11 +377,11 @@ def load_state(config, workdir, mesh):
 
 
 def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train_seqs=None,
-                     out_dir=None):
+                     out_dir=None, eval_step=None):
   """Evaluates the latest checkpoint in workdir on config.eval.split.
 
   Writes eval.json and plots into out_dir (default: workdir; process 0) and returns the
-  results.
+  results. `eval_step`: the training loop's evaluator, reused when the correction is off.
   """
   config_defaults.validate(config)
   if config.model.input == "images":
@@ -399,7 +399,8 @@ def evaluate_workdir(config, workdir, state=None, manager=None, mesh=None, train
     train_seqs = labels.apply_labelled_fraction(
         pipeline.load_split(config, "train"), config.data.labelled_fraction,
         config.data.labelled_by, config.seed)
-  eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh, config.refine))
+  if eval_step is None or config.refine.enabled:
+    eval_step = distributed.gather_outputs(evaluate.make_eval_step(model, mesh, config.refine))
   pred, errs = evaluate.run_evaluator(eval_step, state.params, test_seqs, config.data.window,
                                       config.eval.batch_size, mesh)
   results = evaluate.summarize(test_seqs, errs)

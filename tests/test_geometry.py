@@ -9,7 +9,7 @@ from posemachine import geometry, skeleton
 
 
 def numpy_project(points, f, c, k, p):
-  """Reference Brown-Conrady projection, one point at a time (DESIGN.md section 3)."""
+  """Reference Brown-Conrady projection, one point at a time (the Human3.6M camera model)."""
   out = []
   for x_, y_, z_ in points.reshape(-1, 3).astype(np.float64):
     x, y = x_ / z_, y_ / z_

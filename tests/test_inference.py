@@ -158,46 +158,19 @@ def test_lift_sequence_windows(ckpt):
     inference.lift_sequence(params, tiny_config("bidirectional"), x, c, windows="sequence")
 
 
-_FRESH = r"""
-import importlib.abc, sys
-BLOCKED = ("flax", "optax", "orbax", "ml_collections", "tensorflow_datasets",
-           "posemachine.train", "posemachine.models", "posemachine.checkpoints")
-class Blocker(importlib.abc.MetaPathFinder):
-  def find_spec(self, name, path=None, target=None):
-    if any(name == b or name.startswith(b + ".") for b in BLOCKED):
-      raise ImportError(f"{name} must not be imported to run an exported lifter")
-    return None
-sys.meta_path.insert(0, Blocker())
-import numpy as np
-from posemachine.inference import load_exported
-lifter = load_exported(sys.argv[1])
-data = np.load(sys.argv[2])
-y = lifter(data["x"], data["c"])
-assert "posemachine.train" not in sys.modules and "flax" not in sys.modules
-print("MAXDIFF", float(np.abs(y - data["y"]).max()), y.shape)
-"""
-
-
-def test_export_runs_in_a_fresh_process_without_training_code(ckpt, tmp_path):
+def test_repeated_clips_reuse_the_compiled_lifter(ckpt):
+  """A folder of clips: lift_sequence compiles once per config and shape, not per call."""
   workdir, _ = ckpt
   params, config = inference.load(workdir)
-  x, c = clip(batch=3, frames=12, seed=1)
-  expected = np.asarray(inference.make_lift(config)(params, x, c))
-  path = str(tmp_path / "lifter.npz")
-  meta = inference.export(params, config, path, batch=None, window=12)
-  assert meta["window"] == 12 and meta["batch"] is None and "metres" in meta["output"]
-  np.savez(tmp_path / "io.npz", x=x, c=c, y=expected)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  env.pop("XLA_FLAGS", None)
-  r = subprocess.run([sys.executable, "-c", _FRESH, path, str(tmp_path / "io.npz")], cwd=REPO,
-                     env=env, capture_output=True, text=True, timeout=120)
-  assert r.returncode == 0, r.stderr[-3000:]
-  line = next(l for l in r.stdout.splitlines() if l.startswith("MAXDIFF"))
-  assert float(line.split()[1]) < 1e-5, line
-  # Same process: shape checks name what the export takes.
-  lifter = inference.load_exported(path)
-  np.testing.assert_allclose(lifter(x[:1], c[:1]), expected[:1], atol=1e-5)
-  with pytest.raises(PoseMachineError, match=r"takes shape \('B', 12, 17, 2\)"):
-    lifter(x[:, :8], c[:, :8])
-  with pytest.raises(PoseMachineError, match="cannot load the exported lifter"):
-    inference.load_exported(str(tmp_path / "io.npz"))
+  x, c = clip(batch=1, frames=19)
+
+  def run_and_count():
+    inference.lift_sequence(params, config, x[0], c[0], windows="slide", batch_size=4)
+    inference.lift_sequence(params, config, x[0], c[0], windows="sequence")
+    return [inference._cached_jit(kind, config, None)._cache_size()  # pylint: disable=protected-access
+            for kind in ("lift", "carried")]
+
+  first = run_and_count()  # (earlier tests may have compiled other shapes already)
+  assert run_and_count() == first and run_and_count() == first
+  # An equal config (loaded again) maps to the same jitted function.
+  assert inference.make_lift(config) is inference.make_lift(inference.load(workdir)[1])

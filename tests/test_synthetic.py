@@ -154,7 +154,7 @@ def test_root_relative_and_positive_depth(train):
 
 
 def test_clean_2d_is_the_projection(train):
-  """Independent recomputation of DESIGN.md section 3's camera model in NumPy."""
+  """Independent recomputation of the Human3.6M camera model (pinhole + Brown-Conrady) in NumPy."""
   for i in range(train.num_sequences):
     seq = train.sequence(i)
     cam = camera_of(train, i)

@@ -8,7 +8,7 @@ Files (in `config.data.dir`):
   data_2d_humaneva15_<keypoints>.npz: positions_2d, same keys -> list of 3 arrays (T, 15, 2)
     pixels for cameras C1 C2 C3 (None where a camera has no detections); metadata.
 
-Joints (`skeleton.HUMANEVA15_*`, parents as DESIGN.md section 2): 0 pelvis (root), 1 thorax,
+Joints (`skeleton.HUMANEVA15_*`, parents as VideoPose3D's humaneva15): 0 pelvis (root), 1 thorax,
 2-4 left shoulder/elbow/wrist, 5-7 right arm, 8-10 left hip/knee/ankle, 11-13 right leg,
 14 head. Extrinsics per subject (`CAMERAS`, from the HumanEva-I calibration as VideoPose3D
 lists it): orientation quaternion (w, x, y, z) and centre t, x_world = R(q) x_cam + t.

@@ -93,7 +93,7 @@ class PoseEncoder(nn.Module):
     softmax), joints_2d (N, K, 2) crop coordinates in [-1, 1] from the last stage.
     """
     conv = lambda c, k, name: nn.Conv(c, (k, k), padding="SAME", dtype=self.dtype, name=name)
-    x = (frames - 0.5).astype(self.dtype)               # DESIGN.md: (p - 128) / 256
+    x = (frames - 0.5).astype(self.dtype)               # the reference: (p - 128) / 256
     for b, ch in enumerate(self.trunk):
       for i in range(self.convs_per_block):
         x = nn.relu(conv(ch, 3, f"trunk_{b}_{i}")(x))

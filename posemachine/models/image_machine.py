@@ -26,7 +26,7 @@ from posemachine.models.transformer import PoseTransformer
 
 
 class ImageStem(nn.Module):
-  """Per-frame feature maps (N, h, w, C) -> feature vectors (N, F) (DESIGN.md section 1)."""
+  """Per-frame feature maps (N, h, w, C) -> feature vectors (N, F) (the paper's design)."""
   channels: int = 128
   dtype: Any = jnp.float32
 

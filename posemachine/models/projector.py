@@ -1,4 +1,4 @@
-"""The 3D-to-2D projector: six FC layers (DESIGN.md section 1).
+"""The 3D-to-2D projector: six FC layers (the paper's reference design).
 
 Regression half ('regression'): 3K -> hidden (ReLU) -> 3K, the corrected 3D pose
 (optionally a residual on the intermediate pose). Projection half ('projection'):
