@@ -431,8 +431,14 @@ def fill_missing(xy, conf, source: str = "keypoints", frame_ids=None):
     name = skeleton.JOINT_NAMES[j]
     if not ok.any():
       if parent < 0:
-        raise DataError(f"{source}: the pelvis (mid-hips) is missing on all {t} frames (no hip "
-                        "detected above the confidence threshold); cannot lift.")
+        seen = {n: int((~filled[:, skeleton.JOINT_NAMES.index(n)]).sum())
+                for n in ("right_hip", "left_hip")}
+        raise DataError(
+            f"{source}: the pelvis (joint 0; from COCO keypoints the midpoint of both hips) is "
+            f"missing on all {t} frames (right hip seen on {seen['right_hip']}, left hip on "
+            f"{seen['left_hip']} frame(s), above --min_confidence). Lifting needs it on at "
+            "least one frame: from COCO input both hips on one frame; lower --min_confidence "
+            "if the detector scores them low.")
       warnings.append(f"joint {j} ({name}) is never detected; placed at its parent "
                       f"{skeleton.JOINT_NAMES[parent]} with confidence 0.")
       xy[:, j] = xy[:, parent]

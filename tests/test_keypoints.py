@@ -173,6 +173,12 @@ def test_never_detected_joint_and_missing_pelvis():
   xy[:, 0] = np.nan
   with pytest.raises(DataError, match="clip: the pelvis .* missing on all 4 frames"):
     keypoints.fill_missing(xy, conf, "clip")
+  # One hip never seen (COCO input): the message says how often each hip was.
+  coco_conf = np.full((4, 17), 0.9)
+  coco_conf[:, 12] = 0.05                         # COCO right hip under the threshold
+  xy, conf = keypoints.coco_to_h36m(coco_pose(4), coco_conf, min_confidence=0.3)
+  with pytest.raises(DataError, match=r"right hip seen on 0, left hip on 4 frame\(s\)"):
+    keypoints.fill_missing(xy, conf, "clip")
 
 
 def test_synthetic_face_points_map_back_to_the_head():
