@@ -178,11 +178,16 @@ def read_coco_json(path: str, multi_person: str = "highest") -> Keypoints:
           f"{path}: detection {i} (frame {frame}) has {len(kps)} values = {len(kps) // 3} "
           f"keypoints; expected {3 * NUM_KEYPOINTS} = {NUM_KEYPOINTS} keypoints x (x, y, score)"
           " (COCO-17 or Human3.6M-17; for COCO-WholeBody's 133 keypoints keep the first 17).")
+    bad = next((v for v in kps if v is not None and (isinstance(v, bool) or
+                                                     not isinstance(v, (int, float)))), None)
+    if bad is not None:
+      raise DataError(f"{path}: detection {i} (frame {frame}): keypoint value {bad!r:.40} is "
+                      "not a number.")
     try:
       arr = np.array([np.nan if v is None else v for v in kps], np.float64)
-    except (TypeError, ValueError) as e:
-      raise DataError(f"{path}: detection {i} (frame {frame}): non-numeric keypoint value "
-                      f"({e}).") from e
+    except OverflowError:
+      raise DataError(f"{path}: detection {i} (frame {frame}): a keypoint value is too large "
+                      "for a float.") from None
     by_frame.setdefault(frame, []).append((_detection_score(det, arr.reshape(17, 3)),
                                            arr.reshape(NUM_KEYPOINTS, 3), i))
   warnings = []

@@ -90,6 +90,8 @@ def _output_stem(output: str, input_path: str) -> str:
   else:
     base, ext = os.path.splitext(output)
     stem = base if ext.lower() in _OUTPUT_EXTS else output
+  if "\0" in output:
+    raise errors.PoseMachineError(f"--output={output!r} contains a NUL character.")
   folder = os.path.dirname(os.path.abspath(stem))
   try:
     os.makedirs(folder, exist_ok=True)
