@@ -138,6 +138,13 @@ def test_parse_errors_name_the_line():
     bvh.parse_bvh(good[:good.index("MOTION")])
   with pytest.raises(DataError, match=r"f.bvh: line 4: OFFSET value 'x' is not a number"):
     bvh.parse_bvh(good.replace("OFFSET 0 0 95", "OFFSET 0 x 95"), source="f.bvh")
+  with pytest.raises(DataError, match=r"Frame Time 33.3 is 0.03003 frames per second.*"
+                                      r"milliseconds"):
+    bvh.parse_bvh(good.replace("Frame Time: 0.0333333", "Frame Time: 33.3"))
+  bad = list(lines)
+  bad[i] = bad[i].replace("CHANNELS 3", "CHANNELS -1")
+  with pytest.raises(DataError, match=rf"line {i + 1}: CHANNELS count -1 is negative"):
+    bvh.parse_bvh("\n".join(bad))
 
 
 def test_generic_rig_mapping_units_and_resampling():

@@ -356,6 +356,18 @@ def test_bad_files_give_clear_errors(tmp_path):
   np.savez_compressed(p, positions_2d=pos2d, metadata={"layout_name": "coco", "num_joints": 17})
   with pytest.raises(DataError, match="layout_name 'coco'"):
     pipeline.load_split(config_for(d, keypoints="detectron_pt_coco"), "train")
+  for value in ("seventeen", [17], 16):
+    np.savez_compressed(p, positions_2d=pos2d, metadata={"num_joints": value})
+    with pytest.raises(DataError, match=r"metadata\['num_joints'\] = .*expected 17"):
+      pipeline.load_split(config_for(d, keypoints="detectron_pt_coco"), "train")
+
+
+def test_split_settings_that_leave_nothing_are_named(tiny):
+  d, _, _ = tiny
+  with pytest.raises(DataError, match="val_subjects .* holds out every training subject"):
+    pipeline.load_split(config_for(d, val_subjects="S1,S5,S6,S7,S8"), "train")
+  with pytest.raises(DataError, match="val_fraction = 0.99 gives no validation frames"):
+    pipeline.load_split(config_for(d, val_fraction=0.99), "val")
 
 
 class _Payload:

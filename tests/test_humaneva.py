@@ -117,6 +117,10 @@ def test_errors(tmp_path, tiny):
   write_tiny_humaneva(part, subjects=SUBJECTS[:4], frames=3)
   with pytest.raises(DataError, match="data_3d_humaneva15.npz: no subject 'Validate/S2'"):
     pipeline.load_split(config_for(part), "test")
+  c = config_for(d)
+  c.data.humaneva.actions = "Walk,Jogg"
+  with pytest.raises(DataError, match=r"actions: unknown \['Jogg'\]; expected names from"):
+    pipeline.load_split(c, "train")
 
 
 def test_per_action_and_per_subject_tables(tiny):

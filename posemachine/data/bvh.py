@@ -174,8 +174,10 @@ def parse_bvh(text: str, source: str = "<string>") -> BVH:
       off = take_floats(3, "OFFSET")
       _, cline = take("CHANNELS")
       ntok, nline = take()
-      if not ntok.isdigit():
+      if not ntok.lstrip("-").isdigit():
         raise DataError(f"{source}: line {nline}: CHANNELS count {ntok!r} is not an integer.")
+      if int(ntok) < 0:
+        raise DataError(f"{source}: line {nline}: CHANNELS count {ntok} is negative.")
       n = int(ntok)
       chans = []
       for _ in range(n):
@@ -245,6 +247,10 @@ def parse_bvh(text: str, source: str = "<string>") -> BVH:
   if frames < 0 or not frame_time > 0:
     raise DataError(f"{source}: Frames {frames} / Frame Time {frame_time}: expected a "
                     "count >= 0 and a positive time.")
+  if not 1e-4 <= frame_time <= 1.0:  # 1 to 10,000 frames per second.
+    raise DataError(f"{source}: Frame Time {frame_time:g} is {1 / frame_time:.4g} frames per "
+                    "second; BVH frame times are seconds per frame (e.g. 0.0333333 for 30 fps, "
+                    "0.00833333 for 120 fps). Was it written in milliseconds?")
   body = [(j + 1, l) for j, l in enumerate(lines[i:], start=i) if l.strip()]
   if len(body) < frames:
     last = body[-1][0] if body else i

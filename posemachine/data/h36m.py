@@ -161,8 +161,14 @@ def read_2d(path: str, joints: int = 17, layouts=("h36m",)) -> tuple[dict, dict]
   if layout is not None and layout not in layouts:
     raise DataError(f"{path}: metadata layout_name {layout!r}; this reader takes the "
                     f"{list(layouts)} joint order only (convert the keypoints first).")
-  if "num_joints" in meta and int(meta["num_joints"]) != joints:
-    raise DataError(f"{path}: metadata num_joints = {meta['num_joints']}, expected {joints}.")
+  if "num_joints" in meta:
+    value = meta["num_joints"]
+    try:
+      ok = int(value) == value == joints
+    except (TypeError, ValueError):
+      ok = False
+    if not ok:
+      raise DataError(f"{path}: metadata['num_joints'] = {value!r}, expected {joints}.")
   pos = safe_npz.check_pose_dict(safe_npz.require(members, "positions_2d", path), path,
                                  "positions_2d", lists=True, joints=joints, dims=(2, 3))
   return pos, meta
@@ -286,7 +292,11 @@ def _subjects(h, split: str) -> tuple[str, ...]:
   if split == "test":
     return test
   if val:
-    return val if split == "val" else tuple(s for s in train if s not in val)
+    rest = tuple(s for s in train if s not in val)
+    if not rest:
+      raise DataError(f"config.data.h36m.val_subjects {list(val)} holds out every training "
+                      f"subject {list(train)}; keep at least one for training.")
+    return val if split == "val" else rest
   return train
 
 
@@ -367,8 +377,11 @@ def load_split(config, split: str) -> Sequences:
     heads, tails = split_tail(items, h.val_fraction)
     items = heads if split == "train" else tails
     if not items:
-      raise DataError("Human3.6M: the validation split is empty; raise "
-                      "config.data.h36m.val_fraction or set h36m.val_subjects.")
+      n = max(len(i["pose_2d"]) for i in heads)
+      raise DataError(
+          f"Human3.6M: config.data.h36m.val_fraction = {h.val_fraction} gives no validation "
+          f"frames: on sequences of up to {n} frames the held-out tail must round to at "
+          "least one frame and leave one for training (e.g. 0.1); or set h36m.val_subjects.")
   if split == "train":
     items = stride_frames(items, int(h.downsample), single=False)
   if split == "test" and h.protocol == "p3":

@@ -138,13 +138,18 @@ def load_split(config, split: str) -> Sequences:
   if not 0 <= h.val_fraction < 1:
     raise DataError(f"config.data.humaneva.val_fraction = {h.val_fraction}; expected [0, 1).")
   actions = h36m.parse_list(h.actions)
+  unknown = [a for a in actions if a not in ACTIONS]
+  if unknown:
+    raise DataError(f"config.data.humaneva.actions: unknown {unknown}; expected names from "
+                    f"{list(ACTIONS)}.")
   items = load(d.dir, h.keypoints, test if split == "test" else train, actions)
   if split != "test":
     heads, tails = h36m.split_tail(items, h.val_fraction)
     items = heads if split == "train" else tails
     if not items:
-      raise DataError("HumanEva-I: the validation split is empty; raise "
-                      "config.data.humaneva.val_fraction.")
+      raise DataError(f"HumanEva-I: config.data.humaneva.val_fraction = {h.val_fraction} "
+                      "gives no validation frames (the held-out tail must round to at least "
+                      "one frame and leave one for training; e.g. 0.1).")
   if split == "train":
     items = h36m.stride_frames(items, int(h.downsample), single=False)
   return Sequences.from_list(items, source=f"humaneva:{split} ({d.dir})")
