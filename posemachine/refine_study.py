@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags
 import jax
 import numpy as np
 from ml_collections import config_flags
 
-from posemachine import config_defaults, evaluate, host_memory, io_utils, train
+from posemachine import config_defaults, errors, evaluate, host_memory, io_utils, train
 from posemachine.data import pipeline
 from posemachine.models import machine
 
@@ -133,18 +134,25 @@ def write_report(out, rows, split, step):
 def main(argv):
   del argv
   host_memory.keep_freed_memory()  # before JAX starts its backend
-  config = FLAGS.config
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "refine_study")
-  os.makedirs(out, exist_ok=True)
-  mesh = train.create_mesh(config.train.num_devices, config.mesh.model)
-  state, manager = train.load_state(config, FLAGS.workdir, mesh)
-  manager.close()
-  seqs = pipeline.load_split(config, FLAGS.split)
+  try:
+    study(FLAGS.config)
+  except errors.PoseMachineError as e:
+    sys.exit(f"posemachine.refine_study: error: {e}")
+
+
+def study(config):
+  """Runs the settings on FLAGS.workdir's latest checkpoint; writes the report."""
   names = FLAGS.settings or list(SETTINGS)
   names = [n for n in names if n != "none"]  # --settings=none: the uncorrected row only.
   unknown = sorted(set(names) - set(SETTINGS))
   if unknown:
     raise app.UsageError(f"Unknown --settings {unknown}; expected some of {list(SETTINGS)}.")
+  mesh = train.create_mesh(config.train.num_devices, config.mesh.model)
+  state, manager = train.load_state(config, FLAGS.workdir, mesh)
+  manager.close()
+  seqs = pipeline.load_split(config, FLAGS.split)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "refine_study")
+  os.makedirs(out, exist_ok=True)
   if "pose_2d_clean" not in seqs.extras:
     names = [n for n in names if SETTINGS[n].get("target") != "ground_truth"]
   rows = []

@@ -251,6 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   training (after saving a checkpoint of that step; rerun to resume).
   """
   config_defaults.validate(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise errors.PoseMachineError(f"--workdir={workdir} is a file, not a directory.")
   if config.model.input == "images":  # the full machine from pixels: staged training.
     from posemachine import image_train  # pylint: disable=g-import-not-at-top
     return image_train.train_and_evaluate(config, workdir)
@@ -359,6 +361,9 @@ def load_state(config, workdir, mesh):
   """The latest checkpoint of workdir (replicated over mesh) and its manager (close it).
   Raises PoseMachineError when there is none."""
   model = machine.from_config(config.model, config.data.num_joints)
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise errors.PoseMachineError(f"No checkpoints in {os.path.join(workdir, 'checkpoints')}; "
+                                  "train first (--mode=train).")
   checkpoints.check_workdir_config(workdir, config, record=False)
   manager = checkpoints.make_manager(workdir, config.train.checkpoint_keep)
   tx = make_optimizer(config.train)

@@ -139,3 +139,17 @@ def test_describe_flag_error_names_the_key_and_a_close_match():
   assert "Unknown config key 'bogus.x'" in msg and "'train'" in msg
   msg = config_defaults.describe_flag_error(["main", "--config=x.py"], OSError("no file"))
   assert msg == "Cannot load --config (OSError: no file)."
+
+
+def test_workdir_that_is_a_file_or_has_no_checkpoints(tmp_path):
+  from posemachine import errors, train  # pylint: disable=g-import-not-at-top
+  import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config.get_config()
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  with pytest.raises(errors.PoseMachineError, match="is a file, not a directory"):
+    train.train_and_evaluate(config, str(a_file))
+  missing = tmp_path / "never_trained"
+  with pytest.raises(errors.PoseMachineError, match="No checkpoints in .*train first"):
+    train.evaluate_workdir(config, str(missing))
+  assert not missing.exists()  # nothing created by a failed evaluation
