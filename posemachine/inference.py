@@ -24,6 +24,8 @@ import functools
 import json
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -433,6 +435,14 @@ def export(params, config, path: str, batch: int | None = 1, window: int | None 
   Returns:
     The metadata dict stored in the file.
   """
+  for name, value in (("batch", batch), ("window", window)):
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+      raise PoseMachineError(f"export: {name}={value!r}; expected an integer >= 1"
+                             + (" or None (any batch size)." if name == "batch" else
+                                " or None (the config's window)."))
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise PoseMachineError(f"export: the folder of {path} does not exist.")
   model = _model(config)
   window = window or config.data.window
   k = config.data.num_joints
@@ -448,10 +458,12 @@ def export(params, config, path: str, batch: int | None = 1, window: int | None 
            jax.ShapeDtypeStruct((b, window, k, 2), jnp.float32),
            jax.ShapeDtypeStruct((b, window, k), jnp.float32))
   exported = jax.export.export(jax.jit(fn), platforms=platforms)(*specs)
+  blob = exported.serialize()
   meta = {
       "format": EXPORT_FORMAT, "batch": batch, "window": window, "num_joints": k,
       "num_params": len(leaves), "param_paths": paths,
       "platforms": list(exported.platforms), "jax_version": jax.__version__,
+      "exported_crc32": zlib.crc32(blob),
       "model": json.loads(config.model.to_json_best_effort()),
       "inputs": {"keypoints_2d": f"(B, {window}, {k}, 2) float32 normalised screen "
                                  "coordinates u / w * 2 - [1, h / w]",
@@ -459,7 +471,7 @@ def export(params, config, path: str, batch: int | None = 1, window: int | None 
       "output": f"pose_3d (B, {window}, {k}, 3) float32 metres, camera frame (x right, "
                 "y down, z forward), root-relative (pelvis at 0)",
   }
-  arrays = {"exported": np.frombuffer(exported.serialize(), np.uint8),
+  arrays = {"exported": np.frombuffer(blob, np.uint8),
             "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)}
   arrays.update({f"param_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
   io_utils.atomic_savez(path, **arrays)
@@ -493,12 +505,30 @@ def load_exported(path: str) -> ExportedLifter:
   try:
     with np.load(path, allow_pickle=False) as z:
       meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+      if not isinstance(meta, dict):
+        raise ValueError(f"its 'meta' is a JSON {type(meta).__name__}, expected an object")
       if meta.get("format") == EXPORT_FORMAT:
         blob = bytearray(z["exported"].tobytes())
-        weights = [jnp.asarray(z[f"param_{i:04d}"]) for i in range(meta["num_params"])]
-  except (OSError, KeyError, ValueError, UnicodeDecodeError) as e:
-    raise PoseMachineError(f"{path}: cannot load the exported lifter ({e}).") from e
+        weights = [np.asarray(z[f"param_{i:04d}"]) for i in range(int(meta["num_params"]))]
+  except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError, zipfile.BadZipFile,
+          EOFError) as e:
+    raise PoseMachineError(f"{path}: cannot load the exported lifter ({type(e).__name__}: "
+                           f"{e}); the file is incomplete or not an export.") from None
   if meta.get("format") != EXPORT_FORMAT:
     raise PoseMachineError(f"{path}: not a posemachine export (format "
                            f"{meta.get('format')!r}, expected {EXPORT_FORMAT!r}).")
-  return ExportedLifter(jax.export.deserialize(blob), weights, meta)
+  if "exported_crc32" in meta and zlib.crc32(blob) != meta["exported_crc32"]:
+    raise PoseMachineError(f"{path}: the serialised function fails its CRC-32 check; the file "
+                           "is damaged (export it again).")
+  try:
+    exported = jax.export.deserialize(blob)
+  except Exception as e:  # pylint: disable=broad-except  (flatbuffer/struct errors vary)
+    raise PoseMachineError(f"{path}: cannot deserialise the exported function "
+                           f"({type(e).__name__}: {e}).") from None
+  paths = meta.get("param_paths") or [str(i) for i in range(len(weights))]
+  for i, (w, aval) in enumerate(zip(weights, exported.in_avals)):
+    if w.shape != aval.shape or w.dtype != aval.dtype:
+      raise PoseMachineError(f"{path}: weight {i} ({paths[i]}) has shape {w.shape} "
+                             f"{w.dtype}; the exported function expects {aval.shape} "
+                             f"{aval.dtype}.")
+  return ExportedLifter(exported, [jnp.asarray(w) for w in weights], meta)

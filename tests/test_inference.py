@@ -174,3 +174,79 @@ def test_repeated_clips_reuse_the_compiled_lifter(ckpt):
   assert run_and_count() == first and run_and_count() == first
   # An equal config (loaded again) maps to the same jitted function.
   assert inference.make_lift(config) is inference.make_lift(inference.load(workdir)[1])
+
+_FRESH = r"""
+import importlib.abc, sys
+BLOCKED = ("flax", "optax", "orbax", "ml_collections", "tensorflow_datasets",
+           "posemachine.train", "posemachine.models", "posemachine.checkpoints")
+class Blocker(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+      raise ImportError(f"{name} must not be imported to run an exported lifter")
+    return None
+sys.meta_path.insert(0, Blocker())
+import numpy as np
+from posemachine.inference import load_exported
+lifter = load_exported(sys.argv[1])
+data = np.load(sys.argv[2])
+y = lifter(data["x"], data["c"])
+assert "posemachine.train" not in sys.modules and "flax" not in sys.modules
+print("MAXDIFF", float(np.abs(y - data["y"]).max()), y.shape)
+"""
+
+
+def test_export_runs_in_a_fresh_process_without_training_code(ckpt, tmp_path):
+  workdir, _ = ckpt
+  params, config = inference.load(workdir)
+  x, c = clip(batch=3, frames=12, seed=1)
+  expected = np.asarray(inference.make_lift(config)(params, x, c))
+  path = str(tmp_path / "lifter.npz")
+  meta = inference.export(params, config, path, batch=None, window=12)
+  assert meta["window"] == 12 and meta["batch"] is None and "metres" in meta["output"]
+  np.savez(tmp_path / "io.npz", x=x, c=c, y=expected)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  env.pop("XLA_FLAGS", None)
+  r = subprocess.run([sys.executable, "-c", _FRESH, path, str(tmp_path / "io.npz")], cwd=REPO,
+                     env=env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  line = next(l for l in r.stdout.splitlines() if l.startswith("MAXDIFF"))
+  assert float(line.split()[1]) < 1e-5, line
+  # Same process: shape checks name what the export takes.
+  lifter = inference.load_exported(path)
+  np.testing.assert_allclose(lifter(x[:1], c[:1]), expected[:1], atol=1e-5)
+  with pytest.raises(PoseMachineError, match=r"takes shape \('B', 12, 17, 2\)"):
+    lifter(x[:, :8], c[:, :8])
+  with pytest.raises(PoseMachineError, match="cannot load the exported lifter"):
+    inference.load_exported(str(tmp_path / "io.npz"))
+
+
+def test_damaged_exports_and_bad_export_arguments(ckpt, tmp_path):
+  workdir, _ = ckpt
+  params, config = inference.load(workdir)
+  path = str(tmp_path / "lifter.npz")
+  inference.export(params, config, path, batch=2)
+  data = open(path, "rb").read()
+  (tmp_path / "half.npz").write_bytes(data[:len(data) // 2])
+  with pytest.raises(PoseMachineError, match="half.npz: cannot load the exported lifter"):
+    inference.load_exported(str(tmp_path / "half.npz"))
+  with np.load(path) as z:
+    members = dict(z)
+
+  def rewrite(name, **changes):
+    np.savez(tmp_path / name, **{**members, **changes})
+    return str(tmp_path / name)
+
+  blob = members["exported"].copy()
+  blob[len(blob) // 2] ^= 0xFF
+  with pytest.raises(PoseMachineError, match="fails its CRC-32 check"):
+    inference.load_exported(rewrite("flip.npz", exported=blob))
+  with pytest.raises(PoseMachineError, match="'meta' is a JSON list"):
+    inference.load_exported(rewrite("meta.npz", meta=np.frombuffer(b"[1]", np.uint8)))
+  with pytest.raises(PoseMachineError, match=r"weight 0 \(.*\) has shape \(3,\)"):
+    inference.load_exported(rewrite("w.npz", param_0000=np.zeros(3, np.float32)))
+  for kwargs, message in (({"batch": 0}, "batch=0; expected an integer >= 1"),
+                          ({"batch": -1}, "batch=-1"), ({"window": 0}, "window=0")):
+    with pytest.raises(PoseMachineError, match=message):
+      inference.export(params, config, str(tmp_path / "x.npz"), **kwargs)
+  with pytest.raises(PoseMachineError, match="does not exist"):
+    inference.export(params, config, str(tmp_path / "no" / "x.npz"))
