@@ -273,6 +273,11 @@ def read_array(path: str) -> Keypoints:
   if frame_ids.shape != (t,) or not np.issubdtype(frame_ids.dtype, np.integer):
     raise DataError(f"{path}: frame_ids must be ({t},) integers; got {frame_ids.dtype} "
                     f"{frame_ids.shape}.")
+  step = np.diff(frame_ids.astype(np.int64))
+  if (step <= 0).any():
+    i = int(np.argmax(step <= 0))
+    raise DataError(f"{path}: frame_ids must increase strictly (one row per frame); row "
+                    f"{i + 1} has frame {int(frame_ids[i + 1])} after {int(frame_ids[i])}.")
   return Keypoints(xy=arr[..., :2].copy(), score=np.array(scores, np.float64),
                    frame_ids=frame_ids.astype(np.int64), source=path)
 
@@ -322,6 +327,11 @@ def check_finite(kp: Keypoints, on_nan: str = "missing") -> Keypoints:
     kp.warnings.append(f"{int(bad.sum())} keypoint(s) are NaN/Inf, first at {where}; treated "
                        "as missed detections.")
   missing = bad | ~detected
+  above = ~missing & (kp.score > 1.0)
+  if above.any():
+    kp.warnings.append(f"{int(above.sum())} score(s) above 1 (largest "
+                       f"{float(kp.score[above].max()):g}) were clipped to 1: are the scores "
+                       "in [0, 1]?")
   kp.xy = np.where(missing[..., None], np.nan, kp.xy)
   kp.score = np.where(missing, 0.0, np.clip(kp.score, 0.0, 1.0))
   return kp
@@ -493,6 +503,11 @@ def prepare(kp: Keypoints, min_confidence: float = 0.3, on_nan: str = "missing")
   else:
     ok = kp.score >= min_confidence
     xy, conf = np.where(ok[..., None], kp.xy, np.nan), np.where(ok, kp.score, 0.0)
-  xy, conf, filled, warnings = fill_missing(xy, conf, kp.source, kp.frame_ids)
+  try:
+    xy, conf, filled, warnings = fill_missing(xy, conf, kp.source, kp.frame_ids)
+  except DataError as e:  # keep what was noticed on the way (e.g. NaN keypoints).
+    if not kp.warnings:
+      raise
+    raise DataError(f"{e} Before that: {' '.join(kp.warnings)}") from None
   return Prepared(xy=xy.astype(np.float32), confidence=conf.astype(np.float32), filled=filled,
                   frame_ids=kp.frame_ids, warnings=kp.warnings + warnings)

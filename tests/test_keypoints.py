@@ -193,3 +193,21 @@ def test_synthetic_face_points_map_back_to_the_head():
   err = np.linalg.norm(out - cam[..., :2], axis=-1)
   assert err[:, 10].max() < 0.01      # head rebuilt from eyes/ears within 1 cm
   assert err.max() < 0.03             # derived pelvis/spine/thorax within 3 cm
+
+
+def test_frame_ids_order_scores_above_one_and_all_nan(tmp_path):
+  np.savez(tmp_path / "dup.npz", keypoints=np.ones((3, 17, 3)), frame_ids=np.array([0, 0, 1]))
+  with pytest.raises(DataError, match=r"dup.npz: frame_ids must increase strictly .*row 1 "
+                     r"has frame 0 after 0"):
+    keypoints.read_keypoints(str(tmp_path / "dup.npz"), "coco", "highest")
+  a = np.random.default_rng(0).uniform(100, 900, (5, 17, 3))
+  a[..., 2] = 7.0
+  np.save(tmp_path / "s7.npy", a)
+  kp = keypoints.read_keypoints(str(tmp_path / "s7.npy"), "coco", "highest")
+  assert any("85 score(s) above 1 (largest 7)" in w
+             for w in keypoints.prepare(kp, 0.3, "missing").warnings)
+  np.save(tmp_path / "nan.npy", np.full((4, 17, 3), np.nan))
+  kp = keypoints.read_keypoints(str(tmp_path / "nan.npy"), "coco", "highest")
+  with pytest.raises(DataError, match=r"(?s)pelvis .* missing on all 4 frames.*Before that: "
+                     r"68 keypoint\(s\) are NaN/Inf"):
+    keypoints.prepare(kp, 0.3, "missing")
