@@ -256,7 +256,7 @@ RANGES = {
     "data.h36m.downsample": _AT_LEAST_1, "data.h36m.p3_frame_stride": _AT_LEAST_1,
     "data.h36m.val_fraction": _HOLDOUT, "data.humaneva.downsample": _AT_LEAST_1,
     "data.humaneva.val_fraction": _HOLDOUT,
-    "data.synthetic.fps": _POSITIVE, "data.synthetic.downsample": _AT_LEAST_1,
+    "data.synthetic.fps": _POSITIVE,
     "data.synthetic.noise_px": _AT_LEAST_0, "data.synthetic.outlier_prob": _FRACTION,
     "data.synthetic.outlier_px": _AT_LEAST_0,
     "data.mocap.fps": _POSITIVE, "data.mocap.scale": _AT_LEAST_0,
@@ -283,6 +283,9 @@ def _leaves(config, path=""):
 def _check_ranges(config) -> None:
   """ConfigError for a NaN/Inf number or a value outside `RANGES`."""
   values = dict(_leaves(config))
+  unknown = sorted(set(RANGES) - set(values))
+  if unknown:  # a programming error: RANGES names keys the schema does not have.
+    raise KeyError(f"config_defaults.RANGES has keys not in the schema: {unknown}")
   for name, val in values.items():
     if isinstance(val, float) and not math.isfinite(val):
       raise ConfigError(f"Config key '{name}' = {val}; expected a finite number.")

@@ -142,10 +142,11 @@ def load_checkpoint(workdir: str, step: int | str | None = None) -> Checkpoint:
       others = sorted(s for s in manager.all_steps() if s != step)
       raise CheckpointError(
           f"{e}\n"
-          + (f"Other steps there: {others}; load one of them (predict: --checkpoint=N). "
-             if others else "There is no other step. ")
-          + "Rerunning the training command on this workdir moves damaged steps to "
-          "corrupt_checkpoints/ and resumes from the newest good one.") from None
+          + (f"Other steps there: {others}; load one of them (predict: --checkpoint=N)."
+             if others else "There is no other step.")
+          + (" Rerunning the training command on this workdir moves a damaged latest step "
+             "to corrupt_checkpoints/ and resumes from the newest good one."
+             if step == max(manager.all_steps()) else "")) from None
   finally:
     manager.close()
   return Checkpoint(state.params, config, int(step))
@@ -315,7 +316,9 @@ def lift_sequence(params, config, keypoints_2d, confidence=None, *, windows: str
     starts, pos = _window_starts(t, window, causal)
     uniq, which = np.unique(starts, return_inverse=True)
   n = len(uniq)
-  b = min(batch_size, n)
+  # Calls of batch_size windows; a shorter clip rounds its batch up to a power of two, so a
+  # folder of clips of any lengths compiles the (cached) lifter a handful of times only.
+  b = min(batch_size, 1 << max(0, (n - 1).bit_length()))
   padded = np.concatenate([uniq, np.zeros(-n % b, np.int64)])
   idx, mask = sequences.window_indices(np.array([0]), np.array([t]),
                                        np.zeros(len(padded), np.int64), padded, window)

@@ -92,21 +92,38 @@ def _output_stem(output: str, input_path: str) -> str:
     stem = base if ext.lower() in _OUTPUT_EXTS else output
   if "\0" in output:
     raise errors.PoseMachineError(f"--output={output!r} contains a NUL character.")
+  # Nothing is created yet (a run that fails later leaves no folders): the nearest existing
+  # ancestor of the output folder must be a writable directory.
+  folder = os.path.dirname(os.path.abspath(stem))
+  existing = folder
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise errors.PoseMachineError(f"--output={output}: cannot create the folder {folder} "
+                                  f"({existing} is a file).")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise errors.PoseMachineError(f"--output={output}: the folder {existing} is not writable.")
+  if "\0" in input_path:
+    return stem  # not a path; reading the input names the problem.
+  source = os.path.realpath(input_path)
+  for ext in _OUTPUT_EXTS:
+    target = stem + ext
+    if os.path.realpath(target) == source or (
+        os.path.exists(target) and os.path.exists(input_path)
+        and os.path.samefile(target, input_path)):
+      raise errors.PoseMachineError(
+          f"--output={output} would overwrite the input file {input_path} (with "
+          f"{os.path.basename(target)}); choose another --output.")
+  return stem
+
+
+def _make_folder(stem: str) -> None:
   folder = os.path.dirname(os.path.abspath(stem))
   try:
     os.makedirs(folder, exist_ok=True)
   except OSError as e:
-    raise errors.PoseMachineError(f"--output={output}: cannot create the folder {folder} "
+    raise errors.PoseMachineError(f"cannot create the output folder {folder} "
                                   f"({e.strerror or e}).") from None
-  if not os.access(folder, os.W_OK | os.X_OK):
-    raise errors.PoseMachineError(f"--output={output}: the folder {folder} is not writable.")
-  source = os.path.abspath(input_path)
-  for ext in _OUTPUT_EXTS:
-    if os.path.abspath(stem + ext) == source:
-      raise errors.PoseMachineError(
-          f"--output={output} would overwrite the input file {input_path} (with "
-          f"{os.path.basename(stem + ext)}); choose another --output.")
-  return stem
 
 
 def _camera(image_size, camera, focal_length):
@@ -239,6 +256,7 @@ def run(workdir: str, input_path: str, output: str, *, image_size=None, camera=N
         f"{input_path}: the model gave non-finite 3D poses on {int(bad.sum())} of {t} frames "
         f"(first: frame {prep.frame_ids[int(np.argmax(bad))]}); nothing was written. Check "
         f"the keypoints and the checkpoint ({workdir}, step {ckpt.step}).")
+  _make_folder(stem)
   files = {}
   source = {"input": os.path.abspath(input_path), "format": fmt, "image_size": list(size),
             "camera": camera, "focal_length": focal_length,

@@ -438,6 +438,8 @@ def test_humaneva_truncated_flipped_and_nonfinite(name, cut, flips, value):
 
 _PREDICT_DIR = os.path.join(_DIR, "predict")
 os.makedirs(_PREDICT_DIR, exist_ok=True)
+_PREDICT_CWD = os.path.join(_DIR, "predict_cwd")
+os.makedirs(_PREDICT_CWD, exist_ok=True)
 _name = st.text(st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
                 min_size=1, max_size=40).filter(lambda s: s not in (".", ".."))
 _raw_path = st.one_of(
@@ -471,10 +473,16 @@ def test_predict_input_and_output_paths(kind, raw, name, ext, content, output):
         os.makedirs(path, exist_ok=True)
   workdir = os.path.join(_PREDICT_DIR, "no_such_workdir")
   err = io.StringIO()
-  with contextlib.redirect_stderr(err):
-    rc = _loads_or_own_error(predict.main, [
-        "predict", f"--workdir={workdir}", f"--input={path}", f"--output={output}",
-        "--image_size=640,480", "--animation=none"])
+  cwd = os.getcwd()
+  os.chdir(_PREDICT_CWD)  # relative --output paths land here, not in the repository
+  try:
+    with contextlib.redirect_stderr(err):
+      rc = _loads_or_own_error(predict.main, [
+          "predict", f"--workdir={workdir}", f"--input={path}", f"--output={output}",
+          "--image_size=640,480", "--animation=none"])
+  finally:
+    os.chdir(cwd)
+  assert not os.listdir(_PREDICT_CWD), "a failed run created output folders"
   msg = err.getvalue()
   assert rc in (1, 2), (rc, msg)
   assert msg.strip().startswith("posemachine.predict:") and len(msg.strip()) > 25, msg

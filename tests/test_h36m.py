@@ -181,6 +181,13 @@ def test_shared_calibration_reads_and_matches_the_intrinsics():
   if not os.path.exists(SHARED_CAMERAS):
     pytest.skip("../shared/h36m/cameras.json not present")
   cams = h36m_calibration.read(SHARED_CAMERAS)
+  # VideoPose3D's S1 / 54138969 orientation (w, x, y, z, camera-to-world) is this R.
+  q = [0.1407056450843811, -0.1500701755285263, -0.755240797996521, 0.6223280429840088]
+  np.testing.assert_allclose(h36m_calibration.quaternion_to_matrix(q),
+                             cams["S1"]["54138969"]["R"], atol=1e-6)
+  np.testing.assert_allclose(np.array([1841.1070556640625, 4955.28466796875,
+                                       1563.4454345703125]) / 1000,
+                             cams["S1"]["54138969"]["T"], atol=1e-6)
   for s in h36m.SUBJECTS:
     assert sorted(cams[s]) == sorted(h36m.CAMERA_ORDER)
   for cam_id, (f, c, k, p, (w, h)) in geometry.H36M_INTRINSICS.items():
@@ -196,16 +203,18 @@ def test_calibration_errors(tmp_path):
   with pytest.raises(DataError, match="python -m posemachine.data.h36m_calibration"):
     h36m_calibration.read(str(missing))
   table = tiny_calibration(("S1",))
-  cases = {
-      "R": ([[1, 0], [0, 1]], r"\['R'\] has shape \(2, 2\)"),
-      "T": ([0, float("nan"), 1], "non-finite"),
-      "w": (0, r"\['w'\] = 0; expected a positive image size"),
-      "f": ([-1, 1000], "positive focal lengths"),
-  }
-  for field, (value, message) in cases.items():
+  cases = [
+      ("R", [[1, 0], [0, 1]], r"\['R'\] has shape \(2, 2\)"),
+      ("T", [0, float("nan"), 1], "non-finite"),
+      ("w", 0, r"\['w'\] = 0; expected a positive image size"),
+      ("h", float("inf"), r"\['h'\] = inf; expected a positive image size"),
+      ("f", [-1, 1000], "positive focal lengths"),
+      ("T", [1841.1, 4955.3, 1563.4], r"expected metres \(millimetres"),
+  ]
+  for i, (field, value, message) in enumerate(cases):
     bad = json.loads(json.dumps(table))
     bad["cameras"]["S1"]["54138969"][field] = value
-    path = tmp_path / f"bad_{field}.json"
+    path = tmp_path / f"bad_{i}.json"
     path.write_text(json.dumps(bad))
     with pytest.raises(DataError, match=message):
       h36m_calibration.read(str(path))

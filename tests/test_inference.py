@@ -172,6 +172,13 @@ def test_repeated_clips_reuse_the_compiled_lifter(ckpt):
 
   first = run_and_count()  # (earlier tests may have compiled other shapes already)
   assert run_and_count() == first and run_and_count() == first
+  # Clips of other lengths (17-32 windows) share the power-of-two batch of 32 windows.
+  lift = inference.make_lift(config)
+  before = lift._cache_size()  # pylint: disable=protected-access
+  for frames in (24, 30, 39):  # causal slide: frames - WINDOW + 1 windows
+    xx, cc = clip(batch=1, frames=frames, seed=frames)
+    inference.lift_sequence(params, config, xx[0], cc[0], windows="slide", batch_size=64)
+  assert lift._cache_size() <= before + 1  # pylint: disable=protected-access
   # An equal config (loaded again) maps to the same jitted function.
   assert inference.make_lift(config) is inference.make_lift(inference.load(workdir)[1])
 

@@ -156,6 +156,12 @@ def test_predict_cli_reports_bad_inputs(tmp_path, capsys):
       ([f"--output={tmp_path}/o", "--max_animation_frames=0"], "expected an integer >= 1")):
     assert predict.main(base + extra) == 1, extra
     assert message in capsys.readouterr().err, extra
+  link = tmp_path / "link"
+  link.symlink_to(tmp_path, target_is_directory=True)  # the input's folder by another name
+  assert predict.main(base + [f"--output={link}/"]) == 1
+  assert "would overwrite the input file" in capsys.readouterr().err
+  assert predict.main(base + [f"--output={tmp_path}/new/deeper/o"]) == 1  # fails on workdir
+  assert not (tmp_path / "new").exists()  # a failed run creates no output folders
   assert json.loads(good.read_text())[0]["image_id"] == 0  # the input is untouched.
   huge = tmp_path / "huge.json"
   huge.write_text(json.dumps([{"image_id": 7, "keypoints": [500.0, 500.0, 0.9] * 3

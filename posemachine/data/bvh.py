@@ -174,7 +174,7 @@ def parse_bvh(text: str, source: str = "<string>") -> BVH:
       off = take_floats(3, "OFFSET")
       _, cline = take("CHANNELS")
       ntok, nline = take()
-      if not ntok.lstrip("-").isdigit():
+      if re.fullmatch(r"-?\d+", ntok) is None:
         raise DataError(f"{source}: line {nline}: CHANNELS count {ntok!r} is not an integer.")
       if int(ntok) < 0:
         raise DataError(f"{source}: line {nline}: CHANNELS count {ntok} is negative.")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 import os
 
 import numpy as np
@@ -95,9 +96,13 @@ def validate(table, where: str) -> dict:
         raise DataError(f"{at}['R'] is not a rotation matrix (R R^T != I).")
       for k in ("w", "h"):
         v = c[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            or not v > 0):
           raise DataError(f"{at}['{k}'] = {v!r}; expected a positive image size in pixels.")
         cam[k] = float(v)
+      if np.linalg.norm(cam["T"]) > 100:
+        raise DataError(f"{at}['T'] = {cam['T'].tolist()} is {np.linalg.norm(cam['T']):.0f} m "
+                        "from the origin; expected metres (millimetres? divide by 1000).")
       if (cam["f"] <= 0).any():
         raise DataError(f"{at}['f'] = {cam['f'].tolist()}; expected positive focal lengths.")
       out[subject][str(cam_id)] = cam
@@ -214,6 +219,8 @@ def main(argv=None) -> int:
     write(table, args.out)
   except DataError as e:
     parser.exit(2, f"{parser.prog}: error: {e}\n")
+  except OSError as e:
+    parser.exit(2, f"{parser.prog}: error: cannot write {args.out}: {e.strerror or e}\n")
   n = sum(len(v) for v in table["cameras"].values())
   print(f"wrote {args.out}: {n} cameras of subjects {sorted(table['cameras'])}")
   return 0

@@ -63,7 +63,14 @@ def _source_settings(config) -> dict:
   # data.dir).
   section = {k: v for k, v in d[d.source].to_dict().items()
              if not k.endswith("_dir") and k != "cameras"}
-  return {"source": d.source, "num_joints": d.num_joints, d.source: section}
+  settings = {"source": d.source, "num_joints": d.num_joints, d.source: section}
+  if d.source == "h36m":  # the camera-frame records depend on the calibration's contents.
+    from posemachine.data import h36m_calibration  # pylint: disable=g-import-not-at-top
+    path = h36m_calibration.cameras_path(config)
+    if os.path.isfile(path):
+      with open(path, "rb") as f:
+        settings["calibration_sha256"] = hashlib.sha256(f.read()).hexdigest()
+  return settings
 
 
 def config_name(config) -> str:

@@ -185,11 +185,11 @@ def _fwd(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state):
   else:
     h_prev = jnp.concatenate([h0.astype(ys.dtype)[None], ys[:-1]], 0)
     c_prev = jnp.concatenate([c0_s[None], cs[:-1]], 0)
-  return out, (mask, w_rec, h_prev, c_prev, acts)
+  return out, (mask, w_rec, bias, h_prev, c_prev, acts)
 
 
 def _bwd(reverse, unroll, zero_state, res, cotangents):
-  mask, w_rec, h_prev, c_prev, acts = res
+  mask, w_rec, bias, h_prev, c_prev, acts = res
   dys, (dh_final, dc_final) = cotangents
   cdt = w_rec.dtype
   num_steps, batch = mask.shape[:2]
@@ -239,7 +239,7 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
   d_bias = jnp.dot(jnp.ones((d_flat.shape[0],), cdt), d_flat,
                    preferred_element_type=jnp.float32).astype(cdt)
   return (d_gates, jnp.zeros_like(mask), dense.sum_like(dw, w_rec),
-          dense.sum_like(d_bias, w_rec), dh0, dc0)
+          dense.sum_like(d_bias, bias), dh0, dc0)
 
 
 lstm_scan.defvjp(_fwd, _bwd)
