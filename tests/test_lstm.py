@@ -61,6 +61,20 @@ def test_custom_vjp_matches_scan_autodiff(reverse, dtype, tol, unroll):
       assert np.abs(g).max() > 0
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_one_time_step_matches_scan_autodiff(reverse):
+  """A single step (streaming) takes the batch-major path whatever the batch size."""
+  (gates_in, mask, w_rec, bias, h0, c0), cts = _inputs(jnp.float32)
+  gates_in, mask, cts = gates_in[:1], mask[:1], (cts[0][:1],) + cts[1:]
+  args = (gates_in, w_rec, bias, h0, c0)
+  fast = _loss(lstm_mod.lstm_scan, mask, reverse, cts)
+  ref = _loss(lstm_mod.lstm_scan_reference, mask, reverse, cts)
+  np.testing.assert_allclose(fast(*args), ref(*args), rtol=1e-6)
+  for g, w in zip(jax.grad(fast, argnums=(0, 1, 2, 3, 4))(*args),
+                  jax.grad(ref, argnums=(0, 1, 2, 3, 4))(*args)):
+    np.testing.assert_allclose(g, w, atol=1e-5 * np.abs(w).max())
+
+
 def test_padding_holds_state_and_gets_no_gradient():
   (gates_in, mask, w_rec, bias, h0, c0), cts = _inputs(jnp.float32)
   ys, (h, c) = lstm_mod.lstm_scan(gates_in, mask, w_rec, bias, h0, c0)

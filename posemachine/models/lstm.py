@@ -98,11 +98,16 @@ def _skip_at(first, t, fn, arg):
 # are turned feature-major once before it and its outputs back once after it. Batch-major,
 # (B, H), above FEATURE_MAJOR_MAX_BATCH: at B = 1024 the products are large either way and
 # those turns (256 MB each at 16 frames) cost as much as they save.
+# One time step (streaming: a frame per call) is batch-major too: there is no scan to
+# amortise the turns over, and XLA fused the transpose of w_rec into the product, emitted as
+# a slow loop (13 ms instead of 0.4 ms per 1024-wide layer at B = 1).
 FEATURE_MAJOR_MAX_BATCH = 256
 
 
-def _feature_major(batch):
+def _feature_major(steps, batch):
   # A symbolic batch (jax.export with a polymorphic batch dimension): feature-major.
+  if isinstance(steps, int) and steps == 1:
+    return False
   return not isinstance(batch, int) or batch <= FEATURE_MAJOR_MAX_BATCH
 
 
@@ -142,7 +147,7 @@ def _gates(x, axis):
 
 
 def _forward(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state=False):
-  fm = _feature_major(gates_in.shape[1])
+  fm = _feature_major(*gates_in.shape[:2])
   axis = 0 if fm else -1
   first = _first_index(gates_in.shape[0], reverse)
   b = _gates(bias[:, None] if fm else bias, axis)
@@ -178,7 +183,7 @@ def _fwd(gates_in, mask, w_rec, bias, h0, c0, reverse, unroll, zero_state):
   # States entering each step: the initial state, then the carried ones, in scan order.
   # ys is (T, B, H); cs and acts are in the scan's layout (feature-major: cs (T, H, B),
   # acts four (T, H, B) arrays).
-  c0_s = c0.T if _feature_major(gates_in.shape[1]) else c0
+  c0_s = c0.T if _feature_major(*gates_in.shape[:2]) else c0
   if reverse:
     h_prev = jnp.concatenate([ys[1:], h0.astype(ys.dtype)[None]], 0)
     c_prev = jnp.concatenate([cs[1:], c0_s[None]], 0)
@@ -194,7 +199,7 @@ def _bwd(reverse, unroll, zero_state, res, cotangents):
   cdt = w_rec.dtype
   num_steps, batch = mask.shape[:2]
   first = _first_index(num_steps, reverse)
-  fm = _feature_major(batch)
+  fm = _feature_major(num_steps, batch)
   axis = 0 if fm else -1
   if fm:
     recurrent = lambda d_gates: w_rec @ d_gates
