@@ -141,13 +141,14 @@ def _camera(image_size, camera, focal_length):
     except ValueError as e:
       raise errors.PoseMachineError(str(e)) from e
     return (float(cam.w), float(cam.h)), cam
+  given = image_size
   if isinstance(image_size, str):
     try:
       image_size = tuple(float(v) for v in image_size.split(","))
     except ValueError:
       image_size = ()
   if len(image_size) != 2 or not all(np.isfinite(v) and v > 0 for v in image_size):
-    raise errors.PoseMachineError(f"--image_size={image_size!r}: expected W,H in pixels, "
+    raise errors.PoseMachineError(f"--image_size={given}: expected W,H in pixels, "
                                   "e.g. 1920,1080.")
   w, h = image_size
   cam = None

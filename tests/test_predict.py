@@ -138,6 +138,8 @@ def test_predict_cli_reports_bad_inputs(tmp_path, capsys):
   assert "exactly one of" in capsys.readouterr().err
   assert predict.main(args + ["--image_size=1000"]) == 1
   assert "expected W,H in pixels" in capsys.readouterr().err
+  assert predict.main(args + ["--image_size=abc"]) == 1
+  assert "--image_size=abc: expected W,H in pixels" in capsys.readouterr().err
   assert predict.main(args + ["--camera=54138969"]) == 1
   err = capsys.readouterr().err
   assert "empty.json: no detections (empty list)" in err
