@@ -402,6 +402,14 @@ def evaluate_split(config, params, model, mesh, data: ClipData, train_seqs, out_
 # ----------------------------------------------------------------------------- the loop
 
 
+def _check_finite_steps(config, stage: str, host) -> None:
+  """NonFiniteError (train.nonfinite='stop') if a fetched step of `host` was skipped."""
+  if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
+    bad = next(s for s, h in host if h[train.SKIPPED])
+    raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
+                                f"'{stage}'); the state was not updated by that step.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the staged schedule (resuming from the latest checkpoint), then evaluates.
 
@@ -480,17 +488,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for step, batch in zip(steps, batches):
         state, m = step_fn(state, train.shard_batch(batch, mesh))
         pending.append((step, m))
+        is_ckpt = step % config.train.eval_every == 0 or step == last
+        stopping = step < total and preemption.should_stop(step)
+        if is_ckpt or stopping:  # never checkpoint past a non-finite step.
+          _check_finite_steps(config, name, jax.device_get(pending))
         if step % log_every == 0 or step == last:
           host = jax.device_get(pending)
           pending = []
-          if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
-            bad = next(s for s, h in host if h[train.SKIPPED])
-            raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
-                                        f"'{name}'); the state was not updated by that step.")
+          _check_finite_steps(config, name, host)
           means = {k: float(np.mean([h[k] for _, h in host])) for k in host[0][1]}
           writer.write_scalars(step, means, prefix=f"train_{name}")
           progress.update(step, loss=means["loss"])
-        is_ckpt = step % config.train.eval_every == 0 or step == last
         if is_ckpt:
           _, errs, _ = run_evaluator(val_step, state.params, val_data, config.data.window,
                                      config.eval.batch_size, config.eval.val_max_windows)
@@ -499,7 +507,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           logging.info("step %d (%s): val PCK %.1f%%, 2D %.2f px, MPJPE %.1f mm", step, name,
                        val["pck_2d"], val["error_2d_px"], val["mpjpe"])
           checkpoints.save(manager, step, state, {checkpoints.BEST_METRIC: val["mpjpe"]})
-        if step < total and preemption.should_stop(step):
+        if stopping:
           batches.close()
           return train.stop_preempted(manager, writer, preemption, step, total, state)
       batches.close()

@@ -104,3 +104,26 @@ def test_end_to_end_staged_run_resumes_and_writes_results(tmp_path):
     rows = [json.loads(line) for line in f]
   assert any("train_encoder/heatmap" in r for r in rows)
   assert any("train_end_to_end/3d" in r for r in rows)
+
+
+def test_nonfinite_step_is_never_checkpointed_between_log_points(tmp_path, monkeypatch):
+  """Step 1 is non-finite (skipped); logs come only every 100 steps (and at a stage's last
+  step, 3), the first checkpoint at step 2: the run stops there naming step 1, and writes no
+  checkpoint."""
+  real = image_train.make_stage_step
+  calls = {"n": 0}
+
+  def poisoned(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+
+    def step(state, batch):
+      calls["n"] += 1
+      state, m = step_fn(state, batch)
+      return state, dict(m, **{train.SKIPPED: jnp.float32(calls["n"] == 1)})
+    return step
+  monkeypatch.setattr(image_train, "make_stage_step", poisoned)
+  config = tiny_image_config.get_config()
+  config.train.log_every, config.train.eval_every = 100, 2
+  with pytest.raises(errors.NonFiniteError, match="at step 1"):
+    image_train.train_and_evaluate(config, str(tmp_path))
+  assert not os.path.exists(os.path.join(tmp_path, "checkpoints", "2"))
