@@ -153,8 +153,8 @@ def create_mesh(num_devices: int = -1, model: int = 1) -> Mesh:
     arr = np.asarray(devices).reshape(shape)
   for row in arr:  # a process feeds whole rows of the batch: no 'model' group spans hosts.
     if len({d.process_index for d in row}) > 1:
-      raise errors.ConfigError(f"mesh.model={model} spans devices of several processes; use at most "
-                       f"{jax.local_device_count()} (the devices per process).")
+      raise errors.ConfigError(f"mesh.model={model} spans devices of several processes; use "
+                               f"at most {jax.local_device_count()} (the devices per process).")
   return Mesh(arr, (DATA, MODEL))
 
 

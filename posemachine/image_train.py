@@ -402,14 +402,6 @@ def evaluate_split(config, params, model, mesh, data: ClipData, train_seqs, out_
 # ----------------------------------------------------------------------------- the loop
 
 
-def _check_finite_steps(config, stage: str, host) -> None:
-  """NonFiniteError (train.nonfinite='stop') if a fetched step of `host` was skipped."""
-  if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
-    bad = next(s for s, h in host if h[train.SKIPPED])
-    raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
-                                f"'{stage}'); the state was not updated by that step.")
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the staged schedule (resuming from the latest checkpoint), then evaluates.
 
@@ -488,14 +480,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for step, batch in zip(steps, batches):
         state, m = step_fn(state, train.shard_batch(batch, mesh))
         pending.append((step, m))
+        is_log = step % log_every == 0 or step == last
         is_ckpt = step % config.train.eval_every == 0 or step == last
         stopping = step < total and preemption.should_stop(step)
-        if is_ckpt or stopping:  # never checkpoint past a non-finite step.
-          _check_finite_steps(config, name, jax.device_get(pending))
-        if step % log_every == 0 or step == last:
+        if is_log or is_ckpt or stopping:  # never log or checkpoint past a non-finite step.
           host = jax.device_get(pending)
+          if config.train.nonfinite == "stop" and any(h[train.SKIPPED] for _, h in host):
+            bad = next(s for s, h in host if h[train.SKIPPED])
+            raise errors.NonFiniteError(f"Non-finite loss or gradient at step {bad} (stage "
+                                        f"'{name}'); the state was not updated by that step.")
+        if is_log:
           pending = []
-          _check_finite_steps(config, name, host)
           means = {k: float(np.mean([h[k] for _, h in host])) for k in host[0][1]}
           writer.write_scalars(step, means, prefix=f"train_{name}")
           progress.update(step, loss=means["loss"])

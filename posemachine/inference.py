@@ -200,12 +200,13 @@ def _cached_jit(kind: str, config, build: Callable) -> Callable:
   """One jitted function per (kind, config contents), so repeated calls (a folder of clips)
   reuse its compilations. `build(config_copy)` makes it from a private copy of the config."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  key = (kind, json.dumps(config.to_dict(), sort_keys=True, default=str))
+  values = config.to_dict()
+  key = (kind, json.dumps(values, sort_keys=True, default=str))
   fn = _JIT_CACHE.get(key)
   if fn is None:
     if len(_JIT_CACHE) >= 16:
       _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
-    fn = _JIT_CACHE[key] = build(ml_collections.ConfigDict(config.to_dict()))
+    fn = _JIT_CACHE[key] = build(ml_collections.ConfigDict(values))
   return fn
 
 

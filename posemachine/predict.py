@@ -103,14 +103,11 @@ def _output_stem(output: str, input_path: str) -> str:
                                   f"({existing} is a file).")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise errors.PoseMachineError(f"--output={output}: the folder {existing} is not writable.")
-  if "\0" in input_path:
-    return stem  # not a path; reading the input names the problem.
-  source = os.path.realpath(input_path)
+  if not os.path.isfile(input_path):
+    return stem  # nothing to overwrite; reading the input names the problem.
   for ext in _OUTPUT_EXTS:
     target = stem + ext
-    if os.path.realpath(target) == source or (
-        os.path.exists(target) and os.path.exists(input_path)
-        and os.path.samefile(target, input_path)):
+    if os.path.exists(target) and os.path.samefile(target, input_path):  # links too
       raise errors.PoseMachineError(
           f"--output={output} would overwrite the input file {input_path} (with "
           f"{os.path.basename(target)}); choose another --output.")
@@ -217,7 +214,8 @@ def run(workdir: str, input_path: str, output: str, *, image_size=None, camera=N
   t0 = time.time()
   if not (np.isfinite(fps) and fps > 0):
     raise errors.PoseMachineError(f"--fps={fps}: expected a positive frame rate.")
-  for name, value in (("batch_size", batch_size), ("max_animation_frames", max_animation_frames)):
+  for name, value in (("batch_size", batch_size),
+                      ("max_animation_frames", max_animation_frames)):
     if int(value) < 1:
       raise errors.PoseMachineError(f"--{name}={value}: expected an integer >= 1.")
   size, cam = _camera(image_size, camera, focal_length)

@@ -130,6 +130,11 @@ def test_config_ranges(key, value, message):
     config_defaults.validate(config)
 
 
+def test_every_range_names_a_key_of_the_schema():
+  keys = dict(config_defaults._leaves(config_defaults.get_config()))  # pylint: disable=protected-access
+  assert set(config_defaults.RANGES) <= set(keys), set(config_defaults.RANGES) - set(keys)
+
+
 def test_describe_flag_error_names_the_key_and_a_close_match():
   msg = config_defaults.describe_flag_error(
       ["main", "--config=configs/synthetic.py", "--config.train.batchsize=32"], KeyError("x"))

@@ -91,7 +91,7 @@ def write_tiny_h36m(directory, keypoints="gt", subjects=h36m.SUBJECTS, actions=A
       pos3d[s][a] = raw[:frames, :joints_3d]
       views = []
       for cam_id in h36m.CAMERA_ORDER:
-        cam = h36m.camera_params(cameras, s, cam_id)
+        cam = h36m_calibration.camera(cameras, s, cam_id)
         pc = h36m.world_to_camera(raw[:, skeleton.H36M_FROM_32], cam["R"], cam["T"])
         views.append(h36m.project(pc, cam).astype(np.float32))
       pos2d[s][a] = views
@@ -172,7 +172,7 @@ def test_calibration_converted_from_videopose3d(tmp_path):
         np.testing.assert_allclose(got[s][c][k], want[s][c][k], atol=1e-9, err_msg=k)
   # Intrinsics agree with the ones the synthetic data uses.
   for cam_id, (f, c, k, p, (w, h)) in geometry.H36M_INTRINSICS.items():
-    cam = h36m.camera_params(got, "S9", cam_id)
+    cam = h36m_calibration.camera(got, "S9", cam_id)
     np.testing.assert_allclose(cam["f"], f)
     assert (cam["w"], cam["h"]) == (w, h)
 
@@ -191,7 +191,7 @@ def test_shared_calibration_reads_and_matches_the_intrinsics():
   for s in h36m.SUBJECTS:
     assert sorted(cams[s]) == sorted(h36m.CAMERA_ORDER)
   for cam_id, (f, c, k, p, (w, h)) in geometry.H36M_INTRINSICS.items():
-    cam = h36m.camera_params(cams, "S9", cam_id)
+    cam = h36m_calibration.camera(cams, "S9", cam_id)
     np.testing.assert_allclose(cam["f"], f, atol=1e-3)
     np.testing.assert_allclose(cam["c"], c, atol=1e-3)
     np.testing.assert_allclose(cam["k"], k, atol=1e-5)
@@ -231,7 +231,7 @@ def test_calibration_errors(tmp_path):
   with pytest.raises(DataError, match=r"missing field\(s\) \['k'\]"):
     h36m_calibration.read(str(tmp_path / "nok.json"))
   with pytest.raises(DataError, match="no calibration for subject 'S7'"):
-    h36m.camera_params(tiny_cameras(("S1",)), "S7", "54138969")
+    h36m_calibration.camera(tiny_cameras(("S1",)), "S7", "54138969")
   # A file that is not VideoPose3D's h36m_dataset.py.
   (tmp_path / "other.py").write_text("x = 1\n")
   with pytest.raises(DataError, match="h36m_cameras_intrinsic_params"):
@@ -244,7 +244,7 @@ def test_world_camera_pixels_round_trip():
   cameras = tiny_cameras()
   for subject in ("S1", "S11"):
     for cam_id in h36m.CAMERA_ORDER:
-      cam = h36m.camera_params(cameras, subject, cam_id)
+      cam = h36m_calibration.camera(cameras, subject, cam_id)
       pc = h36m.world_to_camera(world, cam["R"], cam["T"])
       assert (pc[:, 2] > 2).all()  # in front of every camera
       # The NumPy twins agree with posemachine.geometry (the JAX functions).
@@ -279,7 +279,7 @@ def test_reader_values_trim_and_labels(tiny):
   assert seqs.subject[i] == "S9" and seqs.action[i] == "Walking"
   seq = seqs.sequence(i)
   assert len(seq["pose_3d"]) == FRAMES  # 2D was 2 frames longer: trimmed.
-  cam = h36m.camera_params(tiny_cameras(), "S9", "55011271")
+  cam = h36m_calibration.camera(tiny_cameras(), "S9", "55011271")
   pc = h36m.world_to_camera(pos3d["S9"]["Walking 1"][:, skeleton.H36M_FROM_32], cam["R"],
                             cam["T"])
   np.testing.assert_allclose(seq["pose_3d"], pc - pc[:, :1], atol=1e-5)

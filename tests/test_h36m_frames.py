@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from posemachine import config_defaults, errors, image_train
-from posemachine.data import h36m, h36m_frames, pipeline
+from posemachine.data import h36m, h36m_calibration, h36m_frames, pipeline
 
 import test_h36m
 import tiny_image_config
@@ -48,7 +48,7 @@ def write_frames(root, pos2d, subjects=SUBJECTS, actions=test_h36m.ACTIONS):
   for s in subjects:
     for a in actions:
       for c, kp in zip(h36m.CAMERA_ORDER, pos2d[s][a]):
-        cam = h36m.camera_params(test_h36m.tiny_cameras(), s, c)
+        cam = h36m_calibration.camera(test_h36m.tiny_cameras(), s, c)
         w, h = int(round(cam["w"] * SCALE)), int(round(cam["h"] * SCALE))
         folder = os.path.join(root, s, f"{s}_{a.replace(' ', '_')}.{c}")
         os.makedirs(folder, exist_ok=True)

@@ -90,15 +90,6 @@ def parse_list(text: str) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------ cameras
 
 
-def camera_params(cameras: dict, subject: str, camera_id: str, path: str = "") -> dict:
-  """Calibration of one camera for one subject from `h36m_calibration.read`'s table.
-
-  Returns dict: R (3, 3) camera-to-world rotation, T (3,) camera centre in world metres
-  (x_world = R @ x_cam + T), f (2,), c (2,) pixels, k (3,), p (2,), w, h pixels.
-  """
-  return h36m_calibration.camera(cameras, subject, camera_id, path or "the calibration")
-
-
 def world_to_camera(points, rotation, translation):
   """NumPy twin of `geometry.world_to_camera`: x_cam = R^T (x_world - T), (..., 3) metres."""
   return (np.asarray(points, np.float64) - translation) @ rotation
@@ -215,7 +206,7 @@ def camera_sequence(world, kp, cam: dict, where: str, joints: tuple[int, ...] | 
   Args:
     world: (T, J, 3) world joints, metres.
     kp: (T', K, 2 or 3) 2D keypoints in pixels (+ score), T' >= T (trimmed to T).
-    cam: `camera_params`-style dict.
+    cam: one camera of `h36m_calibration.read`'s table.
     joints: indices of the K output joints among world's J (None: all).
   Returns:
     dict pose_3d (T, K, 3) root-relative camera metres, pose_2d (T, K, 2) normalised,
@@ -340,9 +331,8 @@ def load(data_dir: str, keypoints: str, subjects, cameras=CAMERA_ORDER, actions=
         if kp is None:
           continue
         where = f"{p2d}: subject {subject!r}, action {action!r}, camera {cam_id}"
-        seq = camera_sequence(world, kp, camera_params(calib, subject, cam_id, calibration),
-                              where,
-                              skeleton.H36M_FROM_32)
+        cam = h36m_calibration.camera(calib, subject, cam_id, calibration)
+        seq = camera_sequence(world, kp, cam, where, skeleton.H36M_FROM_32)
         seq.update(subject=subject, action=base,
                    camera=f"{cam_id}#{take}" if take else cam_id,
                    frame_index=np.arange(len(world), dtype=np.float32),

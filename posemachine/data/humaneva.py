@@ -65,7 +65,7 @@ def base_subject(subject: str) -> str:
 
 
 def camera_params(subject: str, index: int) -> dict:
-  """Calibration dict (as `h36m.camera_params`) of camera `index` (0-2) for a subject key.
+  """Calibration dict (as `h36m_calibration.camera`) of camera `index` (0-2) for a subject key.
 
   Only R, T, w and h are used: the 2D keypoints come from the files.
   """
